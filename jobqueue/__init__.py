@@ -1,0 +1,28 @@
+"""jobqueue: background jobs for Django."""
+
+from jobqueue.exceptions import (
+    ConfigurationError,
+    JobCanceled,
+    JobFailed,
+    JobNotFound,
+    JobQueueError,
+    ResultExpired,
+    SerializationError,
+    UnknownTask,
+)
+from jobqueue.result import JobResult
+from jobqueue.task import Task, task
+
+__all__ = [
+    "ConfigurationError",
+    "JobCanceled",
+    "JobFailed",
+    "JobNotFound",
+    "JobQueueError",
+    "JobResult",
+    "ResultExpired",
+    "SerializationError",
+    "Task",
+    "UnknownTask",
+    "task",
+]

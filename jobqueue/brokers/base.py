@@ -1,0 +1,161 @@
+"""The broker interface: what producers, workers and operators may ask of any broker.
+
+A broker stores messages, hands each to one worker at a time under a lease, and takes it back when
+the worker finishes (``finish``), gives it up (``release``) or dies (``recover``, once the lease
+has expired). The Job table is every broker's record of jobs; operations that only touch that
+record are implemented here, and brokers with state elsewhere extend them.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.db import router
+from django.db.models import Count
+from django.utils import timezone
+
+from jobqueue.conf import get_settings
+from jobqueue.message import Message
+from jobqueue.states import FINISHED, WAITING, JobStatus
+
+
+@dataclass
+class Outcome:
+    """How a run ended: succeeded, failed, or scheduled for a retry at ``run_at``."""
+
+    job_id: str
+    status: JobStatus
+    started_at: datetime
+    ended_at: datetime
+    result: str | None = None
+    error: str = ""
+    traceback: str = ""
+    run_at: datetime | None = None
+
+
+def _job_model() -> Any:
+    from jobqueue.models import Job
+
+    return Job
+
+
+class Broker(ABC):
+    """Subclasses implement the abstract methods; the rest work on the Job table."""
+
+    def __init__(self, **options: Any) -> None:
+        self.options = options
+
+    # -- producers -------------------------------------------------------------------------------
+    @abstractmethod
+    def enqueue(self, messages: Sequence[Message]) -> None:
+        """Store the messages durably; inside a transaction they become visible when it commits."""
+
+    # -- workers ---------------------------------------------------------------------------------
+    @abstractmethod
+    def claim(self, queues: Sequence[str], worker: str, limit: int) -> list[Message]:
+        """Lease up to ``limit`` runnable messages to ``worker``: queues in order, priority, age."""
+
+    @abstractmethod
+    def wait(self, queues: Sequence[str], timeout: float) -> None:
+        """Block until a message may be runnable, or ``timeout`` seconds; never spin."""
+
+    @abstractmethod
+    def finish(self, worker: str, outcomes: Sequence[Outcome]) -> None:
+        """Record how ``worker``'s runs ended and end their leases (the ack)."""
+
+    @abstractmethod
+    def release(
+        self, worker: str, job_ids: Sequence[str] | None = None, *, count_attempt: bool = False
+    ) -> int:
+        """Return ``worker``'s leased jobs (or just ``job_ids``) to their queues now. Jobs that
+        never ran get their attempt back; a run that was lost mid-way keeps it."""
+
+    @abstractmethod
+    def renew(self, workers: Sequence[str]) -> None:
+        """Extend the leases of every job these live workers hold."""
+
+    @abstractmethod
+    def promote_due(self) -> int:
+        """Move scheduled jobs whose time has come to their queues; return how many."""
+
+    @abstractmethod
+    def recover(self) -> int:
+        """Return jobs whose lease expired (their worker is presumed dead) to their queues."""
+
+    def close(self) -> None:
+        """Drop connections this process opened (called before a fork and at exit)."""
+
+    # -- operators (the Job table) ---------------------------------------------------------------
+    def cancel(self, job_id: str) -> bool:
+        """Cancel a job that has not finished; a running one is stopped by its supervisor."""
+        job = _job_model()
+        return bool(
+            job.objects.filter(id=job_id, status__in=(*WAITING, JobStatus.STARTED)).update(
+                status=JobStatus.CANCELED, ended_at=timezone.now(), lease_expires_at=None
+            )
+        )
+
+    def requeue(self, job_ids: Sequence[str] | None = None) -> int:
+        """Put failed or canceled jobs (all of them, or ``job_ids``) back in their queues."""
+        job = _job_model()
+        rows = job.objects.filter(status__in=(JobStatus.FAILED, JobStatus.CANCELED))
+        if job_ids is not None:
+            rows = rows.filter(id__in=list(job_ids))
+        now = timezone.now()
+        return rows.update(
+            status=JobStatus.QUEUED,
+            run_at=now,
+            attempts=0,
+            worker="",
+            error="",
+            traceback="",
+            result=None,
+            started_at=None,
+            ended_at=None,
+        )
+
+    def purge_queue(self, queue: str) -> int:
+        """Delete every job waiting in ``queue``."""
+        job = _job_model()
+        deleted, _ = job.objects.filter(queue=queue, status__in=WAITING).delete()
+        return deleted
+
+    def purge_finished(self, older_than: timedelta) -> int:
+        """Delete finished jobs that ended more than ``older_than`` ago."""
+        job = _job_model()
+        cutoff = timezone.now() - older_than
+        deleted, _ = job.objects.filter(status__in=FINISHED, ended_at__lt=cutoff).delete()
+        return deleted
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        """``{queue: {status: n}}`` for the jobs not yet finished, and failed ones."""
+        job = _job_model()
+        rows = (
+            job.objects.filter(status__in=(*WAITING, JobStatus.STARTED, JobStatus.FAILED))
+            .values_list("queue", "status")
+            .annotate(n=Count("id"))
+            .order_by()
+        )
+        result: dict[str, dict[str, int]] = {}
+        for queue, status, n in rows:
+            result.setdefault(queue, {})[status] = n
+        return result
+
+    def expire_results(self) -> int:
+        """Drop result values older than RESULT_TTL (the rows stay for the admin)."""
+        ttl = get_settings().RESULT_TTL
+        if ttl is None:
+            return 0
+        job = _job_model()
+        cutoff = timezone.now() - timedelta(seconds=ttl)
+        return job.objects.filter(
+            status=JobStatus.SUCCEEDED, ended_at__lt=cutoff, result__isnull=False
+        ).update(result=None)
+
+    @staticmethod
+    def db_alias() -> str:
+        return router.db_for_write(_job_model())

@@ -1,0 +1,207 @@
+"""The database broker: the Job table is the queue.
+
+A claim is one ``UPDATE ... WHERE id IN (SELECT ... LIMIT n) RETURNING`` statement: on PostgreSQL
+the subquery takes ``FOR UPDATE SKIP LOCKED`` so concurrent workers skip each other's rows; on
+SQLite the single statement takes the write lock at once (WAL and a busy timeout are set up in
+``jobqueue.sqlite``), so no transaction ever has to upgrade a read lock and fail with "database is
+locked". On PostgreSQL an idle worker sleeps in ``LISTEN`` and a trigger notifies it when a job
+becomes queued; on SQLite it polls every ``POLL_INTERVAL`` seconds.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Sequence
+from datetime import timedelta
+from typing import Any
+
+from django.db import connections
+from django.db.models import F
+from django.utils import timezone
+
+from jobqueue.brokers.base import Broker, Outcome
+from jobqueue.conf import get_settings
+from jobqueue.message import Message
+from jobqueue.models import Job
+from jobqueue.states import JobStatus
+
+CHANNEL = "jobqueue"
+_CLAIMED_COLUMNS = ("id", "task", "arguments", "queue", "priority", "attempts", "max_retries",
+                    "timeout")
+
+
+class DatabaseBroker(Broker):
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        self._listener: Any = None
+
+    @property
+    def _connection(self) -> Any:
+        return connections[self.db_alias()]
+
+    def enqueue(self, messages: Sequence[Message]) -> None:
+        Job.objects.bulk_create(
+            [
+                Job(
+                    id=m.id,
+                    task=m.task,
+                    queue=m.queue,
+                    priority=m.priority,
+                    status=JobStatus.SCHEDULED if m.is_scheduled else JobStatus.QUEUED,
+                    arguments=m.arguments,
+                    max_retries=m.max_retries,
+                    timeout=m.timeout,
+                    enqueued_at=m.enqueued_at,
+                    run_at=m.run_at or m.enqueued_at,
+                )
+                for m in messages
+            ]
+        )
+
+    def claim(self, queues: Sequence[str], worker: str, limit: int) -> list[Message]:
+        claimed: list[Message] = []
+        for queue in queues:
+            claimed += self._claim_from(queue, worker, limit - len(claimed))
+            if len(claimed) >= limit:
+                break
+        return claimed
+
+    def _claim_from(self, queue: str, worker: str, limit: int) -> list[Message]:
+        connection = self._connection
+        ops = connection.ops
+        table = ops.quote_name(Job._meta.db_table)
+        q = ops.quote_name
+        lock = " FOR UPDATE SKIP LOCKED" if connection.features.has_select_for_update_skip_locked else ""
+        now = timezone.now()
+        lease = now + timedelta(seconds=get_settings().LEASE_TIMEOUT)
+        sql = (
+            f"UPDATE {table} SET {q('status')} = %s, {q('worker')} = %s, "
+            f"{q('attempts')} = {q('attempts')} + 1, {q('started_at')} = %s, "
+            f"{q('lease_expires_at')} = %s "
+            f"WHERE {q('id')} IN (SELECT {q('id')} FROM {table} WHERE {q('status')} = %s "
+            f"AND {q('queue')} = %s ORDER BY {q('priority')} DESC, {q('id')} LIMIT %s{lock}) "
+            f"RETURNING {', '.join(q(c) for c in _CLAIMED_COLUMNS)}"
+        )
+        params = [
+            JobStatus.STARTED.value,
+            worker,
+            ops.adapt_datetimefield_value(now),
+            ops.adapt_datetimefield_value(lease),
+            JobStatus.QUEUED.value,
+            queue,
+            limit,
+        ]
+        with connection.cursor() as cursor:
+            cursor.execute(sql, params)
+            rows = cursor.fetchall()
+        messages = [
+            Message(
+                id=str(uuid.UUID(str(row[0]))),
+                task=row[1],
+                arguments=row[2],
+                queue=row[3],
+                priority=row[4],
+                attempts=row[5],
+                max_retries=row[6],
+                timeout=row[7],
+            )
+            for row in rows
+        ]
+        # RETURNING gives no order; ids grow with time, so this restores priority-then-FIFO.
+        messages.sort(key=lambda m: (-m.priority, m.id))
+        return messages
+
+    def wait(self, queues: Sequence[str], timeout: float) -> None:
+        listener = self._get_listener()
+        if listener is None:
+            time.sleep(min(timeout, get_settings().POLL_INTERVAL))
+            return
+        if list(listener.notifies(timeout=timeout, stop_after=1)):
+            # Drain what else arrived: one wake-up serves any number of jobs.
+            list(listener.notifies(timeout=0))
+
+    def _get_listener(self) -> Any:
+        """A dedicated autocommit psycopg 3 connection that LISTENs; None where there is none."""
+        if self._listener is not None and not self._listener.closed:
+            return self._listener
+        connection = self._connection
+        if connection.vendor != "postgresql" or connection.Database.__name__ != "psycopg":
+            return None
+        params = connection.get_connection_params()
+        params.pop("cursor_factory", None)
+        params.pop("context", None)
+        listener = connection.Database.connect(**params, autocommit=True)
+        listener.execute(f"LISTEN {CHANNEL}")
+        self._listener = listener
+        return listener
+
+    def finish(self, worker: str, outcomes: Sequence[Outcome]) -> None:
+        if not outcomes:
+            return
+        now = timezone.now()
+        finished, retried = [], []
+        for o in outcomes:
+            job = Job(
+                id=o.job_id,
+                status=o.status,
+                result=o.result,
+                error=o.error,
+                traceback=o.traceback,
+                started_at=o.started_at,
+                ended_at=o.ended_at,
+                lease_expires_at=None,
+            )
+            if o.status == JobStatus.SCHEDULED:
+                assert o.run_at is not None
+                job.run_at = o.run_at
+                job.ended_at = None
+                if o.run_at <= now:
+                    job.status = JobStatus.QUEUED
+                retried.append(job)
+            else:
+                finished.append(job)
+        mine = Job.objects.filter(status=JobStatus.STARTED, worker=worker)
+        common = ["status", "result", "error", "traceback", "started_at", "ended_at",
+                  "lease_expires_at"]
+        if finished:
+            mine.bulk_update(finished, common)
+        if retried:
+            mine.bulk_update(retried, [*common, "run_at"])
+
+    def release(
+        self, worker: str, job_ids: Sequence[str] | None = None, *, count_attempt: bool = False
+    ) -> int:
+        rows = Job.objects.filter(status=JobStatus.STARTED, worker=worker)
+        if job_ids is not None:
+            rows = rows.filter(id__in=list(job_ids))
+        changes: dict[str, Any] = {
+            "status": JobStatus.QUEUED,
+            "worker": "",
+            "lease_expires_at": None,
+            "started_at": None,
+        }
+        if not count_attempt:
+            changes["attempts"] = F("attempts") - 1
+        return rows.update(**changes)
+
+    def renew(self, workers: Sequence[str]) -> None:
+        lease = timezone.now() + timedelta(seconds=get_settings().LEASE_TIMEOUT)
+        Job.objects.filter(status=JobStatus.STARTED, worker__in=list(workers)).update(
+            lease_expires_at=lease
+        )
+
+    def promote_due(self) -> int:
+        return Job.objects.filter(status=JobStatus.SCHEDULED, run_at__lte=timezone.now()).update(
+            status=JobStatus.QUEUED
+        )
+
+    def recover(self) -> int:
+        return Job.objects.filter(
+            status=JobStatus.STARTED, lease_expires_at__lt=timezone.now()
+        ).update(status=JobStatus.QUEUED, worker="", lease_expires_at=None, started_at=None)
+
+    def close(self) -> None:
+        if self._listener is not None:
+            self._listener.close()
+            self._listener = None

@@ -1,0 +1,63 @@
+"""What travels from ``.delay()`` to a worker: a job's id, task name, JSON arguments and options."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from django.utils import timezone
+
+_lock = threading.Lock()
+_last = 0
+
+
+def new_job_id() -> str:
+    """A UUIDv7 (RFC 9562): random enough to be unguessable, ordered by time so that the
+    database broker gets first-in first-out from the primary key alone."""
+    global _last
+    with _lock:
+        # Milliseconds in the top 48 bits, then a counter that keeps ids from one process monotonic.
+        stamp = max(time.time_ns() // 1_000_000 << 12, _last + 1)
+        _last = stamp
+    high = (stamp >> 12) << 16 | 0x7000 | (stamp & 0xFFF)
+    low = int.from_bytes(os.urandom(8)) & ((1 << 62) - 1) | (1 << 63)
+    return str(uuid.UUID(int=high << 64 | low))
+
+
+@dataclass
+class Message:
+    """One job as a broker stores it. ``arguments`` is the JSON text ``{"args": [...], "kwargs": {...}}``."""
+
+    task: str
+    arguments: str
+    queue: str
+    id: str = field(default_factory=new_job_id)
+    priority: int = 0
+    run_at: datetime | None = None
+    enqueued_at: datetime = field(default_factory=timezone.now)
+    max_retries: int = 0
+    timeout: float | None = None
+    attempts: int = 0
+
+    @property
+    def is_scheduled(self) -> bool:
+        return self.run_at is not None and self.run_at > self.enqueued_at
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "task": self.task,
+            "arguments": self.arguments,
+            "queue": self.queue,
+            "priority": self.priority,
+            "run_at": self.run_at.isoformat() if self.run_at else None,
+            "enqueued_at": self.enqueued_at.isoformat(),
+            "max_retries": self.max_retries,
+            "timeout": self.timeout,
+            "attempts": self.attempts,
+        }

@@ -1,0 +1,83 @@
+"""The Job table (one row per job: its record, and on the database broker also its message) and
+the Worker table (live worker processes, for ``jobinfo`` and the admin)."""
+
+from __future__ import annotations
+
+from django.db import models
+from django.db.models import Q
+
+from jobqueue.states import JobStatus
+
+
+class Job(models.Model):
+    Status = JobStatus
+
+    id = models.UUIDField(primary_key=True, editable=False)
+    task = models.CharField(max_length=200)
+    queue = models.CharField(max_length=100)
+    priority = models.SmallIntegerField(default=0, help_text="-100..100; higher runs first.")
+    status = models.CharField(max_length=16, choices=JobStatus.choices, default=JobStatus.QUEUED)
+    arguments = models.TextField(help_text="The JSON payload: args and kwargs.")
+    result = models.TextField(null=True, blank=True, help_text="The JSON return value.")
+    error = models.TextField(blank=True, help_text="Exception type and message of the last failure.")
+    traceback = models.TextField(blank=True)
+    attempts = models.PositiveIntegerField(default=0, help_text="Times a worker has taken the job.")
+    max_retries = models.PositiveSmallIntegerField(default=0)
+    timeout = models.FloatField(null=True, blank=True, help_text="Seconds; the worker kills it past.")
+    worker = models.CharField(max_length=200, blank=True)
+    enqueued_at = models.DateTimeField()
+    run_at = models.DateTimeField(help_text="When the job may run (now, a countdown, a retry).")
+    started_at = models.DateTimeField(null=True, blank=True)
+    ended_at = models.DateTimeField(null=True, blank=True)
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-enqueued_at"]
+        indexes = [
+            # The claim: the next queued job of a queue, by priority then age (ids grow with time).
+            models.Index(
+                fields=["queue", "-priority", "id"],
+                condition=Q(status="queued"),
+                name="jobqueue_job_claim",
+            ),
+            models.Index(
+                fields=["run_at"], condition=Q(status="scheduled"), name="jobqueue_job_due"
+            ),
+            models.Index(
+                fields=["worker", "lease_expires_at"],
+                condition=Q(status="started"),
+                name="jobqueue_job_leases",
+            ),
+            models.Index(fields=["status", "ended_at"], name="jobqueue_job_finished"),
+            models.Index(fields=["-enqueued_at"], name="jobqueue_job_recent"),
+            models.Index(fields=["task", "-enqueued_at"], name="jobqueue_job_task"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.task} [{self.status}] {self.id}"
+
+    @property
+    def duration(self) -> float | None:
+        if self.started_at and self.ended_at:
+            return (self.ended_at - self.started_at).total_seconds()
+        return None
+
+
+class Worker(models.Model):
+    """A worker process serving jobs; its supervisor refreshes the row at every heartbeat."""
+
+    name = models.CharField(max_length=200, unique=True)
+    hostname = models.CharField(max_length=200)
+    pid = models.PositiveIntegerField()
+    queues = models.CharField(max_length=1000)
+    started_at = models.DateTimeField()
+    last_seen = models.DateTimeField()
+    current_job = models.UUIDField(null=True, blank=True)
+    current_task = models.CharField(max_length=200, blank=True)
+    jobs_done = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name

@@ -1,0 +1,128 @@
+"""JSON with a few tagged types; never pickle.
+
+Plain JSON values travel as they are. datetime, date, time, timedelta, Decimal and UUID travel as
+tagged strings, and model instances as a reference (model label and primary key) that the worker
+fetches fresh. Anything else is refused while encoding, with the path of the offending value.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+import uuid
+from decimal import Decimal
+from typing import Any
+
+from django.apps import apps
+from django.db import models
+
+from jobqueue.exceptions import SerializationError
+
+TAG = "$jq"
+SUPPORTED = (
+    "None, bool, int, float, str, list, tuple, dict with str keys, datetime, date, time, "
+    "timedelta, Decimal, UUID and saved model instances"
+)
+
+
+class DecodeError(ValueError):
+    """A payload that is not what ``encode`` makes (malformed, tampered, or from newer code)."""
+
+
+def _tagged(kind: str, value: Any) -> dict[str, Any]:
+    return {TAG: kind, "v": value}
+
+
+def to_jsonable(value: Any, path: str) -> Any:
+    """Return ``value`` as plain JSON data; raise ``SerializationError`` naming ``path``."""
+    if value is None or isinstance(value, str | bool | int):
+        return value
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise SerializationError(f"{path}: {value!r} cannot travel as JSON")
+        return value
+    if isinstance(value, list | tuple):
+        return [to_jsonable(item, f"{path}[{index}]") for index, item in enumerate(value)]
+    if isinstance(value, dict):
+        for key in value:
+            if not isinstance(key, str):
+                raise SerializationError(
+                    f"{path}: dict keys must be str to travel as JSON, not {type(key).__name__} "
+                    f"({key!r})"
+                )
+        encoded = {key: to_jsonable(item, f"{path}[{key!r}]") for key, item in value.items()}
+        return _tagged("dict", list(encoded.items())) if TAG in encoded else encoded
+    if isinstance(value, dt.datetime):
+        return _tagged("datetime", value.isoformat())
+    if isinstance(value, dt.date):
+        return _tagged("date", value.isoformat())
+    if isinstance(value, dt.time):
+        return _tagged("time", value.isoformat())
+    if isinstance(value, dt.timedelta):
+        return _tagged("timedelta", [value.days, value.seconds, value.microseconds])
+    if isinstance(value, Decimal):
+        return _tagged("decimal", str(value))
+    if isinstance(value, uuid.UUID):
+        return _tagged("uuid", str(value))
+    if isinstance(value, models.Model):
+        if value.pk is None:
+            raise SerializationError(
+                f"{path}: an unsaved {type(value).__name__} has no primary key to send; save it first"
+            )
+        return _tagged("model", [value._meta.label_lower, to_jsonable(value.pk, f"{path}.pk")])
+    raise SerializationError(
+        f"{path}: a {type(value).__module__}.{type(value).__qualname__} cannot travel as JSON "
+        f"(supported: {SUPPORTED})"
+    )
+
+
+def dumps(value: Any, path: str = "value") -> str:
+    return json.dumps(to_jsonable(value, path), separators=(",", ":"))
+
+
+def _fetch(label: str, pk: Any) -> models.Model:
+    try:
+        model = apps.get_model(label)
+    except (LookupError, ValueError) as exc:
+        raise DecodeError(f"unknown model {label!r}") from exc
+    try:
+        return model._default_manager.get(pk=pk)
+    except model.DoesNotExist:
+        raise DecodeError(
+            f"{model._meta.label} with pk={pk!r} no longer exists (deleted after the job was sent)"
+        ) from None
+
+
+_DECODERS = {
+    "datetime": dt.datetime.fromisoformat,
+    "date": dt.date.fromisoformat,
+    "time": dt.time.fromisoformat,
+    "timedelta": lambda v: dt.timedelta(days=v[0], seconds=v[1], microseconds=v[2]),
+    "decimal": Decimal,
+    "uuid": uuid.UUID,
+    "dict": dict,
+    "model": lambda v: _fetch(v[0], v[1]),
+}
+
+
+def _object_hook(obj: dict[str, Any]) -> Any:
+    if TAG not in obj:
+        return obj
+    decoder = _DECODERS.get(obj[TAG])
+    if decoder is None or set(obj) != {TAG, "v"}:
+        raise DecodeError(f"unknown tagged value {obj!r}")
+    try:
+        return decoder(obj["v"])
+    except DecodeError:
+        raise
+    except (TypeError, ValueError, IndexError, ArithmeticError) as exc:
+        raise DecodeError(f"malformed {obj[TAG]} value {obj['v']!r}: {exc}") from exc
+
+
+def loads(text: str) -> Any:
+    """Decode what ``dumps`` made; model references are fetched from the database now."""
+    try:
+        return json.loads(text, object_hook=_object_hook)
+    except json.JSONDecodeError as exc:
+        raise DecodeError(f"not valid JSON: {exc}") from exc

@@ -1,0 +1,104 @@
+"""Shared fixtures: real worker processes against the test database."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from django.db import connection
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def wait_until(predicate: Callable[[], object], timeout: float = 20.0, interval: float = 0.02,
+               message: str = "condition") -> object:
+    """Poll ``predicate`` until it returns something truthy; fail the test at the deadline."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout} s waiting for {message}")
+        time.sleep(interval)
+
+
+class WorkerProcess:
+    """A real ``manage.py jobworker`` in its own process group."""
+
+    def __init__(self, args: list[str], env: dict[str, str]) -> None:
+        self.args = args
+        self.process = subprocess.Popen(
+            [sys.executable, str(ROOT / "manage.py"), "jobworker", *args],
+            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            start_new_session=True,
+        )
+        self._output: str | None = None
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def signal(self, signum: int) -> None:
+        self.process.send_signal(signum)
+
+    def kill_group(self) -> None:
+        os.killpg(self.process.pid, signal.SIGKILL)
+
+    def wait(self, timeout: float = 60.0) -> int:
+        try:
+            self._output, _ = self.process.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.kill_group()
+            self._output, _ = self.process.communicate()
+            pytest.fail(f"jobworker {self.args} did not exit in {timeout} s:\n{self._output}")
+        return self.process.returncode
+
+    @property
+    def output(self) -> str:
+        return self._output or ""
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            try:
+                os.killpg(self.process.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            self.process.communicate()
+
+
+@pytest.fixture
+def worker_env(tmp_path: Path) -> dict[str, str]:
+    """The environment a worker subprocess needs to use this test's database."""
+    env = dict(os.environ)
+    env["DJANGO_SETTINGS_MODULE"] = "tests.settings"
+    env["JOBQUEUE_TEST_DB_NAME"] = str(connection.settings_dict["NAME"])
+    env["PYTHONPATH"] = str(ROOT)
+    return env
+
+
+@pytest.fixture
+def jobworker(worker_env: dict[str, str]) -> Iterator[Callable[..., WorkerProcess]]:
+    """Start ``jobworker`` subprocesses: ``jobworker("--burst", env={...})``; all are killed at
+    the end of the test."""
+    started: list[WorkerProcess] = []
+
+    def start(*args: str, env: dict[str, str] | None = None) -> WorkerProcess:
+        worker = WorkerProcess(list(args), {**worker_env, **(env or {})})
+        started.append(worker)
+        return worker
+
+    yield start
+    for worker in started:
+        worker.stop()
+
+
+@pytest.fixture
+def live_jobs(transactional_db: None) -> None:
+    """Jobs the test sends must be visible to other processes: no wrapping transaction."""

@@ -1,0 +1,72 @@
+"""Tasks the tests send to real workers; they leave traces in files or rows to assert on."""
+
+import ctypes
+import os
+import time
+from pathlib import Path
+
+from jobqueue import task
+from tests.testapp.models import Note
+
+
+@task
+def add(x, y):
+    return x + y
+
+
+@task(queue="high")
+def urgent(x):
+    return x
+
+
+@task
+def record(path, value):
+    """Append ``value`` and this process's pid to ``path``: how tests count runs."""
+    with open(path, "a") as f:
+        f.write(f"{value} {os.getpid()}\n")
+    return value
+
+
+@task
+def fail(message):
+    raise ValueError(message)
+
+
+@task(max_retries=2, retry_backoff=0.01)
+def flaky(path, succeed_on):
+    """Fails until it has been tried ``succeed_on`` times (counted in ``path``)."""
+    with open(path, "a") as f:
+        f.write("try\n")
+    tries = len(Path(path).read_text().splitlines())
+    if tries < succeed_on:
+        raise RuntimeError(f"try {tries} fails")
+    return tries
+
+
+@task
+def wait_for_file(path, marker, timeout=30.0):
+    """Write ``marker`` (so the test knows the job runs), then block until ``path`` exists."""
+    Path(marker).write_text(str(os.getpid()))
+    deadline = time.monotonic() + timeout
+    while not Path(path).exists():
+        if time.monotonic() > deadline:
+            raise TimeoutError(path)
+        time.sleep(0.01)
+    return "released"
+
+
+@task(timeout=1)
+def stuck_in_c(marker):
+    """Blocks inside C code (libc sleep), where no Python-level signal handler ever runs."""
+    Path(marker).write_text(str(os.getpid()))
+    ctypes.CDLL(None).sleep(3600)
+
+
+@task
+def note_text(note):
+    return note.text
+
+
+@task
+def make_note(text):
+    return Note.objects.create(text=text).pk
