@@ -19,7 +19,10 @@ class JobResult:
     """Every attribute read asks the Job table afresh; nothing here goes stale."""
 
     def __init__(self, job_id: str | uuid.UUID) -> None:
-        self.id = str(job_id)
+        try:
+            self.id = str(uuid.UUID(str(job_id)))
+        except ValueError:
+            raise ValueError(f"{job_id!r} is not a job id (a UUID)") from None
 
     def __repr__(self) -> str:
         return f"<JobResult {self.id}>"
@@ -37,7 +40,7 @@ class JobResult:
 
         try:
             return Job.objects.get(id=self.id)
-        except (Job.DoesNotExist, ValueError):
+        except Job.DoesNotExist:
             raise JobNotFound(f"no job with id {self.id!r}") from None
 
     @property

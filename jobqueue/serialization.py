@@ -78,7 +78,12 @@ def to_jsonable(value: Any, path: str) -> Any:
 
 
 def dumps(value: Any, path: str = "value") -> str:
-    return json.dumps(to_jsonable(value, path), separators=(",", ":"))
+    return json_text(to_jsonable(value, path))
+
+
+def json_text(jsonable: Any) -> str:
+    """Compact JSON text of what ``to_jsonable`` returned (already checked and tagged)."""
+    return json.dumps(jsonable, separators=(",", ":"))
 
 
 def _fetch(label: str, pk: Any) -> models.Model:

@@ -14,7 +14,7 @@ from jobqueue import registry
 from jobqueue.conf import get_settings
 from jobqueue.exceptions import ConfigurationError
 from jobqueue.message import Message
-from jobqueue.serialization import dumps, to_jsonable
+from jobqueue.serialization import json_text, to_jsonable
 
 if TYPE_CHECKING:
     from jobqueue.result import JobResult
@@ -132,7 +132,7 @@ class Task(Generic[P, R]):
             raise ValueError("eta must be an aware datetime")
         return Message(
             task=self.name,
-            arguments=dumps(payload),
+            arguments=json_text(payload),
             queue=queue,
             priority=_check_priority(self.priority if priority is None else priority),
             run_at=run_at,

@@ -94,6 +94,7 @@ class Supervisor:
         logger.info("worker=%s queues=%s concurrency=%s burst=%s state=starting", self.name,
                     ",".join(self.queues), len(self.children), self.burst)
         self.register()
+        self.heartbeat()  # recover lost jobs first, so that even a burst worker runs them
         with shutdown_requests() as requests:
             for child in self.children:
                 self.spawn(child)

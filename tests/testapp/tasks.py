@@ -32,7 +32,7 @@ def fail(message):
     raise ValueError(message)
 
 
-@task(max_retries=2, retry_backoff=0.01)
+@task(max_retries=2, retry_backoff=0)
 def flaky(path, succeed_on):
     """Fails until it has been tried ``succeed_on`` times (counted in ``path``)."""
     with open(path, "a") as f:
@@ -41,6 +41,12 @@ def flaky(path, succeed_on):
     if tries < succeed_on:
         raise RuntimeError(f"try {tries} fails")
     return tries
+
+
+@task(max_retries=1, retry_backoff=3600)
+def fail_later(message):
+    """Fails once, and its retry waits an hour."""
+    raise ValueError(message)
 
 
 @task

@@ -1,0 +1,105 @@
+import uuid
+
+import pytest
+from django.test import override_settings
+
+from jobqueue import Task, task
+from jobqueue.consumer import Consumer
+from jobqueue.exceptions import ConfigurationError
+from jobqueue.execution import retry_delay
+from jobqueue.message import new_job_id
+from jobqueue.registry import get_task, worker_imports
+from jobqueue.exceptions import UnknownTask
+from tests.testapp.tasks import add, urgent
+
+
+def test_calling_a_task_runs_it_inline():
+    assert add(2, 3) == 5
+    assert isinstance(add, Task)
+    assert add.__name__ == "add"
+
+
+def test_task_name_is_the_dotted_path_and_registered():
+    assert add.name == "tests.testapp.tasks.add"
+    assert get_task("tests.testapp.tasks.add") is add
+    with pytest.raises(UnknownTask, match="no task named 'nope'"):
+        get_task("nope")
+
+
+def test_message_carries_options_and_json_arguments():
+    message = urgent.message((1,), priority=5, countdown=10)
+    assert message.queue == "high"
+    assert message.priority == 5
+    assert message.is_scheduled
+    assert message.arguments == '{"args":[1],"kwargs":{}}'
+
+
+def test_unknown_queue_is_refused():
+    with pytest.raises(ValueError, match="unknown queue 'nope'"):
+        add.message((1, 2), queue="nope")
+
+
+@pytest.mark.parametrize("priority", [101, -101, 1.5, "1"])
+def test_priority_out_of_range_is_refused(priority):
+    with pytest.raises(ValueError, match="priority must be an int from -100 to 100"):
+        add.message((1, 2), priority=priority)
+
+
+def test_arguments_must_fit_the_signature():
+    with pytest.raises(TypeError, match=r"tests.testapp.tasks.add\(\): missing a required argument"):
+        add.message((1,))
+
+
+def test_unserializable_argument_is_named():
+    with pytest.raises(TypeError, match=r"add\(\) argument 'y': a builtins.set cannot travel"):
+        add.message((1, {2}))
+    with pytest.raises(TypeError, match=r"add\(\) argument 'y'\[0\]"):
+        add.message((), {"x": 1, "y": [object()]})
+
+
+def test_countdown_and_eta_are_exclusive():
+    from django.utils import timezone
+
+    with pytest.raises(ValueError, match="countdown or eta"):
+        add.message((1, 2), countdown=1, eta=timezone.now())
+
+
+def test_task_outside_worker_modules_is_refused_at_send():
+    @task
+    def local():
+        return 1
+
+    with pytest.raises(ConfigurationError, match="workers do not import"):
+        local.message()
+    with override_settings(JOBQUEUE={"TASK_MODULES": [__name__]}):
+        assert worker_imports(__name__)
+        assert local.message().task == f"{__name__}.test_task_outside_worker_modules_is_refused_at_send.<locals>.local"
+
+
+@pytest.mark.parametrize("options", [{"max_retries": -1}, {"retry_backoff": -1}, {"timeout": 0}])
+def test_bad_task_options_fail_at_declaration(options):
+    with pytest.raises(ConfigurationError):
+        task(**options)(lambda: None)
+
+
+def test_job_ids_are_uuid7_and_increase():
+    ids = [new_job_id() for _ in range(1000)]
+    assert ids == sorted(ids)
+    assert len(set(ids)) == 1000
+    assert all(uuid.UUID(i).version == 7 for i in ids)
+
+
+def test_retry_delay_grows_with_jitter():
+    for attempt in range(1, 6):
+        ceiling = 2.0 * 2 ** (attempt - 1)
+        delays = [retry_delay(2.0, attempt) for _ in range(50)]
+        assert all(ceiling / 2 <= d <= ceiling for d in delays)
+        assert len(set(delays)) > 1
+
+
+def test_batch_size_grows_on_fast_full_batches_and_shrinks_on_slow_ones():
+    assert Consumer.next_batch_size(4, 4, 0.001) == 8
+    assert Consumer.next_batch_size(100, 100, 0.001) == 100
+    assert Consumer.next_batch_size(4, 2, 0.001) == 4
+    assert Consumer.next_batch_size(8, 8, 1.0) == 4
+    assert Consumer.next_batch_size(1, 1, 1.0) == 1
