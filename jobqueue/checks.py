@@ -24,22 +24,34 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
     errors: list[checks.CheckMessage] = []
     user = getattr(settings, "JOBQUEUE", None) or {}
     if not isinstance(user, dict):
-        return [checks.Error("JOBQUEUE must be a dict.", hint="JOBQUEUE = {'QUEUES': ['default']}",
-                             id="jobqueue.E001")]
+        return [
+            checks.Error(
+                "JOBQUEUE must be a dict.",
+                hint="JOBQUEUE = {'QUEUES': ['default']}",
+                id="jobqueue.E001",
+            )
+        ]
     for key in sorted(set(user) - KNOWN_KEYS):
-        errors.append(checks.Error(
-            f"JOBQUEUE has an unknown key {key!r}.",
-            hint=f"Known keys: {', '.join(sorted(KNOWN_KEYS))}.", id="jobqueue.E002"))
+        errors.append(
+            checks.Error(
+                f"JOBQUEUE has an unknown key {key!r}.",
+                hint=f"Known keys: {', '.join(sorted(KNOWN_KEYS))}.",
+                id="jobqueue.E002",
+            )
+        )
     try:
         conf = get_settings()
     except TypeError as exc:
         return [*errors, checks.Error(f"JOBQUEUE cannot be read: {exc}", id="jobqueue.E001")]
     broker = conf.BROKER
     if not isinstance(broker, dict) or not isinstance(broker.get("OPTIONS", {}), dict):
-        errors.append(checks.Error(
-            "JOBQUEUE['BROKER'] must be a dict with 'BACKEND' and optional 'OPTIONS' dict.",
-            hint="'BROKER': {'BACKEND': 'jobqueue.brokers.database.DatabaseBroker'}",
-            id="jobqueue.E003"))
+        errors.append(
+            checks.Error(
+                "JOBQUEUE['BROKER'] must be a dict with 'BACKEND' and optional 'OPTIONS' dict.",
+                hint="'BROKER': {'BACKEND': 'jobqueue.brokers.database.DatabaseBroker'}",
+                id="jobqueue.E003",
+            )
+        )
     else:
         try:
             load_broker_class(broker["BACKEND"])
@@ -47,17 +59,28 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
             errors.append(checks.Error(str(exc), id="jobqueue.E004"))
     queues = conf.QUEUES
     if not queues or not all(isinstance(q, str) and q and q.strip() == q for q in queues):
-        errors.append(checks.Error(
-            f"JOBQUEUE['QUEUES'] must be a non-empty list of queue names, not {queues!r}.",
-            hint="'QUEUES': ['high', 'default', 'low']  (highest priority first)",
-            id="jobqueue.E005"))
+        errors.append(
+            checks.Error(
+                f"JOBQUEUE['QUEUES'] must be a non-empty list of queue names, not {queues!r}.",
+                hint="'QUEUES': ['high', 'default', 'low']  (highest priority first)",
+                id="jobqueue.E005",
+            )
+        )
     elif len(set(queues)) != len(queues):
-        errors.append(checks.Error(f"JOBQUEUE['QUEUES'] names a queue twice: {list(queues)}.",
-                                   id="jobqueue.E005"))
+        errors.append(
+            checks.Error(
+                f"JOBQUEUE['QUEUES'] names a queue twice: {list(queues)}.", id="jobqueue.E005"
+            )
+        )
     elif conf.DEFAULT_QUEUE not in queues:
-        errors.append(checks.Error(
-            f"JOBQUEUE['DEFAULT_QUEUE'] = {conf.DEFAULT_QUEUE!r} is not in QUEUES {list(queues)}.",
-            hint=f"Add it to QUEUES or set 'DEFAULT_QUEUE': {queues[0]!r}.", id="jobqueue.E006"))
+        errors.append(
+            checks.Error(
+                f"JOBQUEUE['DEFAULT_QUEUE'] = {conf.DEFAULT_QUEUE!r} is not in QUEUES "
+                f"{list(queues)}.",
+                hint=f"Add it to QUEUES or set 'DEFAULT_QUEUE': {queues[0]!r}.",
+                id="jobqueue.E006",
+            )
+        )
     numbers = {
         "LEASE_TIMEOUT": (conf.LEASE_TIMEOUT, 1, "seconds, e.g. 30"),
         "POLL_INTERVAL": (conf.POLL_INTERVAL, 0.001, "seconds, e.g. 0.2"),
@@ -68,13 +91,21 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
         numbers["RESULT_TTL"] = (conf.RESULT_TTL, 0, "seconds, e.g. 500, or None to keep")
     for key, (value, minimum, example) in numbers.items():
         if isinstance(value, bool) or not isinstance(value, int | float) or value < minimum:
-            errors.append(checks.Error(
-                f"JOBQUEUE[{key!r}] = {value!r} is not a number >= {minimum}.",
-                hint=f"Write a number of {example}.", id="jobqueue.E007"))
+            errors.append(
+                checks.Error(
+                    f"JOBQUEUE[{key!r}] = {value!r} is not a number >= {minimum}.",
+                    hint=f"Write a number of {example}.",
+                    id="jobqueue.E007",
+                )
+            )
     for module in conf.TASK_MODULES:
         if not isinstance(module, str):
-            errors.append(checks.Error(f"JOBQUEUE['TASK_MODULES'] holds {module!r}, not a module "
-                                       "path.", id="jobqueue.E008"))
+            errors.append(
+                checks.Error(
+                    f"JOBQUEUE['TASK_MODULES'] holds {module!r}, not a module path.",
+                    id="jobqueue.E008",
+                )
+            )
     return errors
 
 
@@ -85,7 +116,9 @@ def check_tasks(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMess
             f"Task {name} uses queue {task.queue!r}, which is not in JOBQUEUE['QUEUES'] "
             f"{list(queues)}.",
             hint=f"Add {task.queue!r} to JOBQUEUE['QUEUES'] or change the task's queue=.",
-            obj=task.func, id="jobqueue.E010")
+            obj=task.func,
+            id="jobqueue.E010",
+        )
         for name, task in sorted(registry.all_tasks().items())
         if task.queue is not None and task.queue not in queues
     ]

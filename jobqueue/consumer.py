@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import ctypes
 import logging
-import multiprocessing
 import time
 from collections.abc import Sequence
 from typing import Any

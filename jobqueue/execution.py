@@ -64,12 +64,15 @@ def failure(
         except UnknownTask:
             backoff = 1.0
         run_at = now + timedelta(seconds=retry_delay(backoff, attempts))
-        logger.info("job=%s task=%s state=retry attempt=%s error=%s", job_id, task_name,
-                    attempts, error)
-        return Outcome(job_id, JobStatus.SCHEDULED, started_at, now, error=error, traceback=tb,
-                       run_at=run_at)
-    logger.warning("job=%s task=%s state=failed attempts=%s error=%s", job_id, task_name,
-                   attempts, error)
+        logger.info(
+            "job=%s task=%s state=retry attempt=%s error=%s", job_id, task_name, attempts, error
+        )
+        return Outcome(
+            job_id, JobStatus.SCHEDULED, started_at, now, error=error, traceback=tb, run_at=run_at
+        )
+    logger.warning(
+        "job=%s task=%s state=failed attempts=%s error=%s", job_id, task_name, attempts, error
+    )
     return Outcome(job_id, JobStatus.FAILED, started_at, now, error=error, traceback=tb)
 
 
@@ -81,15 +84,29 @@ def execute(message: Message) -> Outcome:
         args, kwargs = decode_arguments(message.arguments)
     except (UnknownTask, DecodeError) as exc:
         # Bad input stays bad: retrying would change nothing.
-        return failure(message.id, message.task, message.attempts, message.max_retries,
-                       started_at, describe(exc), retryable=False)
+        return failure(
+            message.id,
+            message.task,
+            message.attempts,
+            message.max_retries,
+            started_at,
+            describe(exc),
+            retryable=False,
+        )
     close_old_connections()
     try:
         value = task.func(*args, **kwargs)
         result = dumps(value, f"{message.task}() return value")
     except Exception as exc:
-        return failure(message.id, message.task, message.attempts, message.max_retries,
-                       started_at, describe(exc), traceback.format_exc())
+        return failure(
+            message.id,
+            message.task,
+            message.attempts,
+            message.max_retries,
+            started_at,
+            describe(exc),
+            traceback.format_exc(),
+        )
     finally:
         close_old_connections()
     logger.debug("job=%s task=%s state=succeeded", message.id, message.task)

@@ -31,7 +31,7 @@ def new_job_id() -> str:
 
 @dataclass
 class Message:
-    """One job as a broker stores it. ``arguments`` is the JSON text ``{"args": [...], "kwargs": {...}}``."""
+    """One job as a broker stores it; ``arguments`` is ``{"args": [...], "kwargs": {...}}``."""
 
     task: str
     arguments: str

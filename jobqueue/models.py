@@ -18,12 +18,18 @@ class Job(models.Model):
     priority = models.SmallIntegerField(default=0, help_text="-100..100; higher runs first.")
     status = models.CharField(max_length=16, choices=JobStatus.choices, default=JobStatus.QUEUED)
     arguments = models.TextField(help_text="The JSON payload: args and kwargs.")
-    result = models.TextField(null=True, blank=True, help_text="The JSON return value.")
-    error = models.TextField(blank=True, help_text="Exception type and message of the last failure.")
+    result = models.TextField(  # noqa: DJ001 (NULL: no result, or expired)
+        null=True, blank=True, help_text="The JSON return value."
+    )
+    error = models.TextField(
+        blank=True, help_text="Exception type and message of the last failure."
+    )
     traceback = models.TextField(blank=True)
     attempts = models.PositiveIntegerField(default=0, help_text="Times a worker has taken the job.")
     max_retries = models.PositiveSmallIntegerField(default=0)
-    timeout = models.FloatField(null=True, blank=True, help_text="Seconds; the worker kills it past.")
+    timeout = models.FloatField(
+        null=True, blank=True, help_text="Seconds; the worker kills it past."
+    )
     worker = models.CharField(max_length=200, blank=True)
     enqueued_at = models.DateTimeField()
     run_at = models.DateTimeField(help_text="When the job may run (now, a countdown, a retry).")

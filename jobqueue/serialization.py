@@ -68,7 +68,8 @@ def to_jsonable(value: Any, path: str) -> Any:
     if isinstance(value, models.Model):
         if value.pk is None:
             raise SerializationError(
-                f"{path}: an unsaved {type(value).__name__} has no primary key to send; save it first"
+                f"{path}: an unsaved {type(value).__name__} has no primary key to send; "
+                "save it first"
             )
         return _tagged("model", [value._meta.label_lower, to_jsonable(value.pk, f"{path}.pk")])
     raise SerializationError(

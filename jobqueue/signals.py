@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import signal
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from types import FrameType
 from typing import Any
@@ -41,10 +41,8 @@ def shutdown_requests() -> Iterator[ShutdownRequests]:
 
     def handler(signum: int, frame: FrameType | None) -> None:
         requests.count += 1
-        try:
+        with suppress(BlockingIOError):  # a full pipe has woken the supervisor already
             os.write(write_fd, b"\0")
-        except BlockingIOError:
-            pass
 
     previous: dict[int, Any] = {sig: signal.signal(sig, handler) for sig in SHUTDOWN_SIGNALS}
     try:

@@ -27,7 +27,9 @@ PRIORITY_MIN, PRIORITY_MAX = -100, 100
 
 def _check_priority(priority: int) -> int:
     if not isinstance(priority, int) or not PRIORITY_MIN <= priority <= PRIORITY_MAX:
-        raise ValueError(f"priority must be an int from {PRIORITY_MIN} to {PRIORITY_MAX}, not {priority!r}")
+        raise ValueError(
+            f"priority must be an int from {PRIORITY_MIN} to {PRIORITY_MAX}, not {priority!r}"
+        )
     return priority
 
 
@@ -84,8 +86,9 @@ class Task(Generic[P, R]):
     ) -> JobResult:
         """Send the job; ``countdown`` (seconds) or ``eta`` delay it, ``queue`` and ``priority``
         override the task's own."""
-        message = self.message(args, kwargs, queue=queue, countdown=countdown, eta=eta,
-                               priority=priority)
+        message = self.message(
+            args, kwargs, queue=queue, countdown=countdown, eta=eta, priority=priority
+        )
         return _send([message])[0]
 
     def map(self, args_list: Iterable[Sequence[Any]], **options: Any) -> list[JobResult]:
@@ -121,8 +124,9 @@ class Task(Generic[P, R]):
             raise TypeError(f"{self.name}(): {exc}") from None
         payload = {
             "args": [to_jsonable(v, _arg_name(self, bound, i)) for i, v in enumerate(bound.args)],
-            "kwargs": {k: to_jsonable(v, f"{self.name}() argument {k!r}")
-                       for k, v in bound.kwargs.items()},
+            "kwargs": {
+                k: to_jsonable(v, f"{self.name}() argument {k!r}") for k, v in bound.kwargs.items()
+            },
         }
         now = timezone.now()
         if countdown is not None and eta is not None:
@@ -143,16 +147,19 @@ class Task(Generic[P, R]):
 
 
 def _arg_name(task: Task, bound: inspect.BoundArguments, index: int) -> str:
-    params = [p for p in task.signature.parameters.values()
-              if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    params = [
+        p
+        for p in task.signature.parameters.values()
+        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+    ]
     if index < len(params):
         return f"{task.name}() argument {params[index].name!r}"
     return f"{task.name}() positional argument {index}"
 
 
 def _send(messages: list[Message]) -> list[JobResult]:
-    from jobqueue.eager import run_eagerly
     from jobqueue.brokers import get_broker
+    from jobqueue.eager import run_eagerly
     from jobqueue.result import JobResult
 
     if get_settings().EAGER:

@@ -76,7 +76,9 @@ class Supervisor:
         self.queues = list(queues or conf.QUEUES)
         unknown = [q for q in self.queues if q not in conf.QUEUES]
         if unknown:
-            raise ValueError(f"unknown queues {unknown}; JOBQUEUE['QUEUES'] has {list(conf.QUEUES)}")
+            raise ValueError(
+                f"unknown queues {unknown}; JOBQUEUE['QUEUES'] has {list(conf.QUEUES)}"
+            )
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
         self.burst = burst
@@ -91,8 +93,13 @@ class Supervisor:
 
     # -- life cycle ------------------------------------------------------------------------------
     def run(self) -> int:
-        logger.info("worker=%s queues=%s concurrency=%s burst=%s state=starting", self.name,
-                    ",".join(self.queues), len(self.children), self.burst)
+        logger.info(
+            "worker=%s queues=%s concurrency=%s burst=%s state=starting",
+            self.name,
+            ",".join(self.queues),
+            len(self.children),
+            self.burst,
+        )
         self.register()
         self.heartbeat()  # recover lost jobs first, so that even a burst worker runs them
         with shutdown_requests() as requests:
@@ -146,8 +153,12 @@ class Supervisor:
                 child.process = None
                 continue
             current = child.slot.read()
-            logger.warning("worker=%s job=%s state=lost exitcode=%s", child.name,
-                           current["job_id"], process.exitcode)
+            logger.warning(
+                "worker=%s job=%s state=lost exitcode=%s",
+                child.name,
+                current["job_id"],
+                process.exitcode,
+            )
             if current["job_id"]:
                 self.broker.release(child.name, [current["job_id"]], count_attempt=True)
             self.restart(child)
@@ -163,8 +174,14 @@ class Supervisor:
                 self.kill(child)
                 started = timezone.now() - timedelta(seconds=now - current["started"])
                 error = f"TimeoutError: job exceeded its timeout of {seconds:g} s"
-                outcome = failure(current["job_id"], current["task"], current["attempts"],
-                                  current["max_retries"], started, error)
+                outcome = failure(
+                    current["job_id"],
+                    current["task"],
+                    current["attempts"],
+                    current["max_retries"],
+                    started,
+                    error,
+                )
                 self.broker.finish(child.name, [outcome])
                 self.restart(child)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -60,16 +61,20 @@ class WorkerProcess:
             pytest.fail(f"jobworker {self.args} did not exit in {timeout} s:\n{self._output}")
         return self.process.returncode
 
+    def says(self, text: str) -> bool:
+        """Read the worker's log up to the next line; True once ``text`` has appeared."""
+        line = self.process.stdout.readline() if self.process.stdout else ""
+        self._seen = getattr(self, "_seen", "") + line
+        return text in self._seen
+
     @property
     def output(self) -> str:
         return self._output or ""
 
     def stop(self) -> None:
         if self.process.poll() is None:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.process.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
             self.process.communicate()
 
 

@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 
 BASE_DIR = Path(__file__).resolve().parent.parent
-SECRET_KEY = "tests-only-not-secret"  # noqa: S105
+SECRET_KEY = "tests-only-not-secret"
 DEBUG = False
 ALLOWED_HOSTS = ["*"]
 USE_TZ = True
@@ -63,7 +63,9 @@ if _engine == "postgresql":
         }
     }
 else:
-    _file = Path(os.environ.get("JOBQUEUE_TEST_DIR", BASE_DIR / ".pytest_cache")) / f"test-{_run}.sqlite3"
+    _dir = Path(os.environ.get("JOBQUEUE_TEST_DIR", BASE_DIR / ".pytest_cache"))
+    _dir.mkdir(parents=True, exist_ok=True)
+    _file = _dir / f"test-{_run}.sqlite3"
     DATABASES = {
         "default": {
             "ENGINE": "django.db.backends.sqlite3",

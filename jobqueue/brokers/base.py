@@ -86,7 +86,7 @@ class Broker(ABC):
     def recover(self) -> int:
         """Return jobs whose lease expired (their worker is presumed dead) to their queues."""
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 (optional hook)
         """Drop connections this process opened (called before a fork and at exit)."""
 
     # -- operators (the Job table) ---------------------------------------------------------------

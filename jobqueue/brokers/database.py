@@ -27,8 +27,36 @@ from jobqueue.models import Job
 from jobqueue.states import JobStatus
 
 CHANNEL = "jobqueue"
-_CLAIMED_COLUMNS = ("id", "task", "arguments", "queue", "priority", "attempts", "max_retries",
-                    "timeout")
+_CLAIMED_COLUMNS = (
+    "id",
+    "task",
+    "arguments",
+    "queue",
+    "priority",
+    "attempts",
+    "max_retries",
+    "timeout",
+)
+
+
+@functools.cache
+def _claim_sql(connection: Any) -> str:
+    """The claim statement for this connection's database; only quoted identifiers from the
+    model are formatted in, every value is a parameter."""
+    q = connection.ops.quote_name
+    table = q(Job._meta.db_table)
+    lock = (
+        " FOR UPDATE SKIP LOCKED" if connection.features.has_select_for_update_skip_locked else ""
+    )
+    columns = ", ".join(q(c) for c in _CLAIMED_COLUMNS)
+    return (
+        f"UPDATE {table} SET {q('status')} = %s, {q('worker')} = %s, "  # noqa: S608
+        f"{q('attempts')} = {q('attempts')} + 1, {q('started_at')} = %s, "
+        f"{q('lease_expires_at')} = %s "
+        f"WHERE {q('id')} IN (SELECT {q('id')} FROM {table} WHERE {q('status')} = %s "
+        f"AND {q('queue')} = %s ORDER BY {q('priority')} DESC, {q('id')} LIMIT %s{lock}) "
+        f"RETURNING {columns}"
+    )
 
 
 class DatabaseBroker(Broker):
@@ -70,19 +98,8 @@ class DatabaseBroker(Broker):
     def _claim_from(self, queue: str, worker: str, limit: int) -> list[Message]:
         connection = self._connection
         ops = connection.ops
-        table = ops.quote_name(Job._meta.db_table)
-        q = ops.quote_name
-        lock = " FOR UPDATE SKIP LOCKED" if connection.features.has_select_for_update_skip_locked else ""
         now = timezone.now()
         lease = now + timedelta(seconds=get_settings().LEASE_TIMEOUT)
-        sql = (
-            f"UPDATE {table} SET {q('status')} = %s, {q('worker')} = %s, "
-            f"{q('attempts')} = {q('attempts')} + 1, {q('started_at')} = %s, "
-            f"{q('lease_expires_at')} = %s "
-            f"WHERE {q('id')} IN (SELECT {q('id')} FROM {table} WHERE {q('status')} = %s "
-            f"AND {q('queue')} = %s ORDER BY {q('priority')} DESC, {q('id')} LIMIT %s{lock}) "
-            f"RETURNING {', '.join(q(c) for c in _CLAIMED_COLUMNS)}"
-        )
         params = [
             JobStatus.STARTED.value,
             worker,
@@ -93,7 +110,7 @@ class DatabaseBroker(Broker):
             limit,
         ]
         with connection.cursor() as cursor:
-            cursor.execute(sql, params)
+            cursor.execute(_claim_sql(connection), params)
             rows = cursor.fetchall()
         messages = [
             Message(
@@ -162,8 +179,15 @@ class DatabaseBroker(Broker):
             else:
                 finished.append(job)
         mine = Job.objects.filter(status=JobStatus.STARTED, worker=worker)
-        common = ["status", "result", "error", "traceback", "started_at", "ended_at",
-                  "lease_expires_at"]
+        common = [
+            "status",
+            "result",
+            "error",
+            "traceback",
+            "started_at",
+            "ended_at",
+            "lease_expires_at",
+        ]
         if finished:
             mine.bulk_update(finished, common)
         if retried:

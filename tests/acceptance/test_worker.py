@@ -71,7 +71,7 @@ def test_sigterm_finishes_the_running_job_then_exits(jobworker, tmp_path):
     wait_until(marker.exists, message="the job to start")
     waiting = add.delay(1, 1)
     worker.signal(signal.SIGTERM)
-    wait_until(lambda: "state=stopping" in (worker.process.stdout.readline() or ""), message="stopping")
+    wait_until(lambda: worker.says("state=stopping"), message="the worker to stop taking jobs")
     release.touch()
     assert worker.wait() == 0
     assert running.get(timeout=0) == "released"
@@ -84,7 +84,7 @@ def test_second_signal_returns_the_running_job_to_its_queue(jobworker, tmp_path)
     worker = jobworker()
     wait_until(marker.exists, message="the job to start")
     worker.signal(signal.SIGINT)
-    wait_until(lambda: "state=stopping" in (worker.process.stdout.readline() or ""), message="stopping")
+    wait_until(lambda: worker.says("state=stopping"), message="the worker to stop taking jobs")
     worker.signal(signal.SIGINT)
     assert worker.wait() == 0
     row = Job.objects.get(id=job.id)

@@ -154,6 +154,6 @@ def test_unknown_id_is_job_not_found():
     from jobqueue import JobNotFound
 
     with pytest.raises(JobNotFound):
-        JobResult(new_job_id()).status
+        _ = JobResult(new_job_id()).status
     with pytest.raises(ValueError, match="not a job id"):
         JobResult("not-a-uuid")

@@ -15,7 +15,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 def test_delay_writes_a_queued_row():
     job = add.delay(2, 3)
     row = Job.objects.get(id=job.id)
-    assert (row.task, row.queue, row.status, row.attempts) == ("tests.testapp.tasks.add", "default", "queued", 0)
+    assert (row.task, row.queue, row.status, row.attempts) == (add.name, "default", "queued", 0)
     assert row.arguments == '{"args":[2,3],"kwargs":{}}'
     assert job.status == "queued"
 

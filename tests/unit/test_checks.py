@@ -1,9 +1,8 @@
 import pytest
 from django.test import override_settings
 
-from jobqueue import task
+from jobqueue import registry, task
 from jobqueue.checks import check_settings, check_tasks
-from jobqueue import registry
 
 
 def ids(messages):

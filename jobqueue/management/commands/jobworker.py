@@ -12,12 +12,19 @@ class Command(BaseCommand):
     help = "Run jobs: serve the named queues (default: all of JOBQUEUE['QUEUES']) in order."
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("queues", nargs="*", metavar="QUEUE",
-                            help="Queues to serve, highest priority first.")
-        parser.add_argument("--burst", action="store_true",
-                            help="Run every job that is runnable now, then exit 0.")
-        parser.add_argument("-c", "--concurrency", type=int, default=1,
-                            help="Number of worker processes (default 1).")
+        parser.add_argument(
+            "queues", nargs="*", metavar="QUEUE", help="Queues to serve, highest priority first."
+        )
+        parser.add_argument(
+            "--burst", action="store_true", help="Run every job that is runnable now, then exit 0."
+        )
+        parser.add_argument(
+            "-c",
+            "--concurrency",
+            type=int,
+            default=1,
+            help="Number of worker processes (default 1).",
+        )
         parser.add_argument("--name", help="Worker name (default: host.pid).")
 
     def handle(self, *args: Any, **options: Any) -> None:
