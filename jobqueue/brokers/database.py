@@ -39,15 +39,22 @@ _CLAIMED_COLUMNS = (
 )
 
 
-@functools.cache
+_claim_statements: dict[str, str] = {}
+
+
 def _claim_sql(connection: Any) -> str:
-    """The claim statement for this connection's database; only quoted identifiers from the
-    model are formatted in, every value is a parameter."""
+    """The claim statement for this connection's database, built once per vendor."""
+    if connection.vendor not in _claim_statements:
+        _claim_statements[connection.vendor] = _build_claim_sql(connection)
+    return _claim_statements[connection.vendor]
+
+
+def _build_claim_sql(connection: Any) -> str:
+    """Only quoted identifiers from the model are formatted in; every value is a parameter."""
     q = connection.ops.quote_name
     table = q(Job._meta.db_table)
-    lock = (
-        " FOR UPDATE SKIP LOCKED" if connection.features.has_select_for_update_skip_locked else ""
-    )
+    skip_locked = connection.features.has_select_for_update_skip_locked
+    lock = " FOR UPDATE SKIP LOCKED" if skip_locked else ""
     columns = ", ".join(q(c) for c in _CLAIMED_COLUMNS)
     return (
         f"UPDATE {table} SET {q('status')} = %s, {q('worker')} = %s, "  # noqa: S608
