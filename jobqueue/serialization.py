@@ -12,6 +12,7 @@ import json
 import math
 import uuid
 from decimal import Decimal
+from collections.abc import Callable
 from typing import Any
 
 from django.apps import apps
@@ -100,7 +101,7 @@ def _fetch(label: str, pk: Any) -> models.Model:
         ) from None
 
 
-_DECODERS = {
+_DECODERS: dict[str, Callable[[Any], Any]] = {
     "datetime": dt.datetime.fromisoformat,
     "date": dt.date.fromisoformat,
     "time": dt.time.fromisoformat,
