@@ -11,8 +11,8 @@ import datetime as dt
 import json
 import math
 import uuid
-from decimal import Decimal
 from collections.abc import Callable
+from decimal import Decimal
 from typing import Any
 
 from django.apps import apps

@@ -62,7 +62,16 @@ class Task(Generic[P, R]):
         self.retry_backoff = float(retry_backoff)
         self.timeout = timeout
         self.signature = inspect.signature(func)
+        self._imported_under: Any = None
+        self._imported = False
         functools.update_wrapper(self, func)  # type: ignore[arg-type]
+
+    def _workers_import(self, conf: Any) -> bool:
+        """``registry.worker_imports(self.module)``, worked out once per settings."""
+        if self._imported_under is not conf:
+            self._imported = registry.worker_imports(self.module)
+            self._imported_under = conf
+        return self._imported
 
     def __repr__(self) -> str:
         return f"<Task {self.name}>"
@@ -113,7 +122,7 @@ class Task(Generic[P, R]):
             raise ValueError(
                 f"{self.name}: unknown queue {queue!r}; JOBQUEUE['QUEUES'] has {list(conf.QUEUES)}"
             )
-        if not conf.EAGER and not registry.worker_imports(self.module):
+        if not conf.EAGER and not self._workers_import(conf):
             raise ConfigurationError(
                 f"{self.name} is defined in {self.module!r}, which workers do not import: move it "
                 "to tasks.py in an installed app, or add the module to JOBQUEUE['TASK_MODULES']"

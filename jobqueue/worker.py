@@ -44,6 +44,7 @@ class Child:
     name: str
     slot: Slot
     process: Any = None
+    recorded_job: str | None = None  # the current job the Worker row shows
 
 
 def _child_main(name: str, queues: list[str], slot: Slot, stopping: Any, burst: bool) -> None:
@@ -122,6 +123,8 @@ class Supervisor:
                 self.enforce_deadlines()
                 if time.monotonic() >= self.next_heartbeat:
                     self.heartbeat()
+                else:
+                    self.record_workers()
         self.unregister()
         logger.info("worker=%s state=stopped", self.name)
         return 0
@@ -216,7 +219,7 @@ class Supervisor:
         self.next_heartbeat = time.monotonic() + conf.heartbeat_interval
         names = [c.name for c in self.children]
         self.broker.renew(names)
-        self.record_workers()
+        self.record_workers(everyone=True)
         self.stop_canceled()
         self.broker.recover()
         self.broker.expire_results()
@@ -254,20 +257,25 @@ class Supervisor:
                 },
             )
 
-    def record_workers(self) -> None:
+    def record_workers(self, everyone: bool = False) -> None:
+        """Show each child's current job: every child at a heartbeat, else those that changed."""
         from jobqueue.models import Worker
 
         now = timezone.now()
         for child in self.children:
             current = child.slot.read()
+            if not everyone and current["job_id"] == child.recorded_job:
+                continue
+            child.recorded_job = current["job_id"]
             Worker.objects.filter(name=child.name).update(
                 last_seen=now,
                 current_job=current["job_id"],
                 current_task=current["task"],
                 jobs_done=current["jobs_done"],
             )
-        stale = now - timedelta(seconds=get_settings().LEASE_TIMEOUT * 2)
-        Worker.objects.filter(last_seen__lt=stale).delete()
+        if everyone:
+            stale = now - timedelta(seconds=get_settings().LEASE_TIMEOUT * 2)
+            Worker.objects.filter(last_seen__lt=stale).delete()
 
     def unregister(self) -> None:
         from jobqueue.models import Worker
