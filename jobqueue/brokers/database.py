@@ -66,6 +66,25 @@ def _build_claim_sql(connection: Any) -> str:
     )
 
 
+def _finish_sql(connection: Any, rows: int) -> str:
+    q = connection.ops.quote_name
+    table = q(Job._meta.db_table)
+    pg = connection.vendor == "postgresql"
+    uuid_, time_ = ("::uuid", "::timestamptz") if pg else ("", "")
+    row = f"(%s{uuid_}, %s, %s, %s, %s, %s{time_}, %s{time_}, %s{time_})"
+    columns = ("status", "result", "error", "traceback", "started_at", "ended_at")
+    assignments = ", ".join(f"{q(c)} = v.{q(c)}" for c in columns)
+    return (
+        f"WITH v ({q('id')}, {', '.join(q(c) for c in columns)}, {q('run_at')}) "  # noqa: S608
+        f"AS (VALUES {', '.join([row] * rows)}) "
+        f"UPDATE {table} SET {assignments}, "
+        f"{q('run_at')} = COALESCE(v.{q('run_at')}, {table}.{q('run_at')}), "
+        f"{q('lease_expires_at')} = NULL "
+        f"FROM v WHERE {table}.{q('id')} = v.{q('id')} "
+        f"AND {table}.{q('status')} = %s AND {table}.{q('worker')} = %s"
+    )
+
+
 class DatabaseBroker(Broker):
     def __init__(self, **options: Any) -> None:
         super().__init__(**options)
@@ -161,44 +180,32 @@ class DatabaseBroker(Broker):
         return listener
 
     def finish(self, worker: str, outcomes: Sequence[Outcome]) -> None:
+        """One ``UPDATE ... FROM (VALUES ...)`` for the whole batch; rows this worker no longer
+        holds (canceled, or re-leased after a lost heartbeat) are left alone."""
         if not outcomes:
             return
+        connection = self._connection
+        adapt = connection.ops.adapt_datetimefield_value
+        pk = Job._meta.pk
+        assert pk is not None
         now = timezone.now()
-        finished, retried = [], []
+        params: list[Any] = []
         for o in outcomes:
-            job = Job(
-                id=o.job_id,
-                status=o.status,
-                result=o.result,
-                error=o.error,
-                traceback=o.traceback,
-                started_at=o.started_at,
-                ended_at=o.ended_at,
-                lease_expires_at=None,
-            )
-            if o.status == JobStatus.SCHEDULED:
-                assert o.run_at is not None
-                job.run_at = o.run_at
-                job.ended_at = None
-                if o.run_at <= now:
-                    job.status = JobStatus.QUEUED
-                retried.append(job)
-            else:
-                finished.append(job)
-        mine = Job.objects.filter(status=JobStatus.STARTED, worker=worker)
-        common = [
-            "status",
-            "result",
-            "error",
-            "traceback",
-            "started_at",
-            "ended_at",
-            "lease_expires_at",
-        ]
-        if finished:
-            mine.bulk_update(finished, common)
-        if retried:
-            mine.bulk_update(retried, [*common, "run_at"])
+            retry = o.status == JobStatus.SCHEDULED
+            status = JobStatus.QUEUED if retry and o.run_at and o.run_at <= now else o.status
+            params += [
+                pk.get_db_prep_value(uuid.UUID(o.job_id), connection),
+                status.value,
+                o.result,
+                o.error,
+                o.traceback,
+                adapt(o.started_at),
+                None if retry else adapt(o.ended_at),
+                adapt(o.run_at) if retry else None,
+            ]
+        params += [JobStatus.STARTED.value, worker]
+        with connection.cursor() as cursor:
+            cursor.execute(_finish_sql(connection, len(outcomes)), params)
 
     def release(
         self, worker: str, job_ids: Sequence[str] | None = None, *, count_attempt: bool = False

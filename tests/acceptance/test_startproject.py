@@ -40,7 +40,8 @@ User.objects.create_superuser("admin", "a@example.com", "pw")
 client = Client(HTTP_HOST="localhost")
 client.force_login(User.objects.get(username="admin"))
 page = client.get("/admin/jobqueue/job/?status__exact=succeeded").content.decode()
-print("succeeded", Job.objects.filter(status="succeeded").count(), page.count('name="_selected_action"'))
+rows = page.count('name="_selected_action"')
+print("succeeded", Job.objects.filter(status="succeeded").count(), rows)
 failed = Job.objects.get(status="failed")
 page = client.get(f"/admin/jobqueue/job/{failed.pk}/change/").content.decode()
 print("traceback", "kaboom" in failed.traceback, "RuntimeError" in page)
@@ -86,7 +87,8 @@ def test_startproject_site_runs_jobs_with_two_burst_workers(tmp_path, database_s
     settings.write_text(text + database_settings)
 
     run([python, "manage.py", "migrate", "-v0"], tmp_path, env)
-    assert run([python, "manage.py", "shell", "-v", "0", "-c", SEND], tmp_path, env).split() == ["sent", "21"]
+    shell = [python, "manage.py", "shell", "-v", "0", "-c"]
+    assert run([*shell, SEND], tmp_path, env).split() == ["sent", "21"]
     workers = [
         subprocess.Popen([python, "manage.py", "jobworker", "--burst", "--name", f"w{i}"],
                          cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -97,9 +99,9 @@ def test_startproject_site_runs_jobs_with_two_burst_workers(tmp_path, database_s
     assert [w.returncode for w in workers] == [0, 0], outputs
     assert "database is locked" not in "".join(outputs)
 
-    out = run([python, "manage.py", "shell", "-v", "0", "-c", CHECK], tmp_path, env).split("\n")
+    out = run([*shell, CHECK], tmp_path, env).split("\n")
     assert out[0] == "succeeded 20 20"
     assert out[1] == "traceback True True"
     assert "1" in run([python, "manage.py", "jobrequeue", "--all"], tmp_path, env)
     count = "from jobqueue.models import Job; print(Job.objects.filter(status='queued').count())"
-    assert run([python, "manage.py", "shell", "-v", "0", "-c", count], tmp_path, env).strip() == "1"
+    assert run([*shell, count], tmp_path, env).strip() == "1"
