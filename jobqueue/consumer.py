@@ -13,8 +13,11 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from django.db import DatabaseError, close_old_connections
+
 from jobqueue.brokers.base import Broker, Outcome
 from jobqueue.conf import get_settings
+from jobqueue.exceptions import BrokerError
 from jobqueue.execution import execute
 from jobqueue.message import Message
 
@@ -97,28 +100,57 @@ class Consumer:
         self.pending_since = 0.0
 
     def run(self) -> None:
-        conf = get_settings()
-        batch_size = 1
-        next_promotion = 0.0
+        """Loop until told to stop (or, in burst mode, until nothing is runnable). A broker that
+        cannot be reached is waited for, with backoff; finished outcomes are kept meanwhile."""
+        self.batch_size = 1
+        self.next_promotion = 0.0
+        failures = 0
         while not self.stopping.value:
-            now = time.monotonic()
-            if now >= next_promotion:
-                self.broker.promote_due()
-                next_promotion = now + conf.POLL_INTERVAL
-            messages = self.broker.claim(self.queues, self.name, batch_size)
-            if not messages:
-                self.flush()
-                if self.burst:
-                    if self.broker.promote_due():
-                        continue
+            try:
+                if not self.step():
                     return
-                self.broker.wait(self.queues, timeout=1.0)
-                continue
-            began = time.monotonic()
-            self.run_batch(messages)
+                failures = 0
+            except (DatabaseError, BrokerError) as exc:
+                failures += 1
+                delay = min(0.25 * 2**failures, 10.0)
+                logger.error(
+                    "worker=%s state=broker-unreachable retry_in=%.1fs error=%s",
+                    self.name,
+                    delay,
+                    exc,
+                )
+                close_old_connections()
+                self.broker.close()
+                self.pause(delay)
+        try:
             self.flush()
-            batch_size = self.next_batch_size(batch_size, len(messages), time.monotonic() - began)
+        except (DatabaseError, BrokerError):
+            logger.exception("worker=%s state=stopping-unacked (leases will expire)", self.name)
+
+    def step(self) -> bool:
+        """Claim and run one batch; False when a burst has nothing left to run."""
+        now = time.monotonic()
+        if now >= self.next_promotion:
+            self.broker.promote_due()
+            self.next_promotion = now + get_settings().POLL_INTERVAL
+        messages = self.broker.claim(self.queues, self.name, self.batch_size)
+        if not messages:
+            self.flush()
+            if self.burst:
+                return bool(self.broker.promote_due())
+            self.broker.wait(self.queues, timeout=1.0)
+            return True
+        began = time.monotonic()
+        self.run_batch(messages)
         self.flush()
+        elapsed = time.monotonic() - began
+        self.batch_size = self.next_batch_size(self.batch_size, len(messages), elapsed)
+        return True
+
+    def pause(self, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while not self.stopping.value and time.monotonic() < deadline:
+            time.sleep(min(0.1, seconds))
 
     def run_batch(self, messages: list[Message]) -> None:
         for index, message in enumerate(messages):

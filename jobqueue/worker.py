@@ -20,12 +20,13 @@ from datetime import timedelta
 from multiprocessing.connection import wait as wait_for
 from typing import Any
 
-from django.db import connections
+from django.db import DatabaseError, connections
 from django.utils import timezone
 
 from jobqueue.brokers import get_broker, reset_broker
 from jobqueue.conf import get_settings
 from jobqueue.consumer import Consumer, Slot
+from jobqueue.exceptions import BrokerError
 from jobqueue.execution import failure
 from jobqueue.signals import die_with_parent, ignore_shutdown_signals, shutdown_requests
 from jobqueue.states import JobStatus
@@ -119,15 +120,24 @@ class Supervisor:
                     else:
                         self.abort()
                         break
-                self.reap()
-                self.enforce_deadlines()
-                if time.monotonic() >= self.next_heartbeat:
-                    self.heartbeat()
-                else:
-                    self.record_workers()
+                try:
+                    self.tend()
+                except (DatabaseError, BrokerError) as exc:
+                    # Keep supervising; what failed is tried again at the next tick.
+                    logger.error("worker=%s state=broker-unreachable error=%s", self.name, exc)
+                    self.broker.close()
+                    connections.close_all()
         self.unregister()
         logger.info("worker=%s state=stopped", self.name)
         return 0
+
+    def tend(self) -> None:
+        self.reap()
+        self.enforce_deadlines()
+        if time.monotonic() >= self.next_heartbeat:
+            self.heartbeat()
+        else:
+            self.record_workers()
 
     def alive(self) -> bool:
         return any(c.process is not None for c in self.children)

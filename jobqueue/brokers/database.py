@@ -22,6 +22,7 @@ from django.utils import timezone
 
 from jobqueue.brokers.base import Broker, Outcome
 from jobqueue.conf import get_settings
+from jobqueue.exceptions import BrokerError
 from jobqueue.message import Message
 from jobqueue.models import Job
 from jobqueue.states import JobStatus
@@ -160,9 +161,13 @@ class DatabaseBroker(Broker):
         if listener is None:
             time.sleep(min(timeout, get_settings().POLL_INTERVAL))
             return
-        if list(listener.notifies(timeout=timeout, stop_after=1)):
-            # Drain what else arrived: one wake-up serves any number of jobs.
-            list(listener.notifies(timeout=0))
+        try:
+            if list(listener.notifies(timeout=timeout, stop_after=1)):
+                # Drain what else arrived: one wake-up serves any number of jobs.
+                list(listener.notifies(timeout=0))
+        except listener.Error as exc:
+            self.close()
+            raise BrokerError(f"lost the LISTEN connection: {exc}") from exc
 
     def _get_listener(self) -> Any:
         """A dedicated autocommit psycopg 3 connection that LISTENs; None where there is none."""

@@ -182,3 +182,18 @@ def test_idle_worker_wakes_on_notify_not_a_poll(jobworker, tmp_path):
     worker.signal(signal.SIGTERM)
     assert worker.wait() == 0
     assert not marker.exists()
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="terminates PostgreSQL backends")
+def test_worker_survives_its_database_connections_being_cut(jobworker):
+    worker = jobworker()
+    assert add.delay(1, 1).get(timeout=20) == 2
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+        assert cursor.fetchone()[0] >= 2  # the child's connection and its LISTEN connection
+    assert add.delay(2, 2).get(timeout=20) == 4
+    worker.signal(signal.SIGTERM)
+    assert worker.wait() == 0
