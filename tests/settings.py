@@ -25,6 +25,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "jobqueue",
     "tests.testapp",
+    "demo_project.shootr",
 ]
 MIDDLEWARE = [
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -47,6 +48,8 @@ TEMPLATES = [
     }
 ]
 STATIC_URL = "static/"
+MEDIA_URL = "media/"
+MEDIA_ROOT = os.environ.get("SHOOTR_MEDIA_ROOT", str(BASE_DIR / ".pytest_cache" / "media"))
 
 _engine = os.environ.get("DATABASE", "sqlite")
 _test_db = os.environ.get("JOBQUEUE_TEST_DB_NAME")

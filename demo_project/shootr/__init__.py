@@ -1,0 +1,1 @@
+"""Shootr: the jobqueue demo, a screenshot service that takes pictures of web pages in workers."""

@@ -1,0 +1,270 @@
+"""Headless Chromium that takes screenshots, and the one browser each worker process keeps.
+
+Starting Chromium costs about a second, more than taking most screenshots, so a worker process
+starts its browser on first use and keeps it between jobs (``bench/screenshots.py`` measures the
+difference). This module knows nothing of Django, so the benchmark can use it as it is.
+"""
+
+from __future__ import annotations
+
+import atexit
+import base64
+import contextlib
+import os
+import shutil
+import subprocess
+import tempfile
+import threading
+from dataclasses import dataclass
+from multiprocessing import util as mp_util
+from urllib.parse import urlsplit
+
+from selenium import webdriver
+from selenium.common.exceptions import TimeoutException, WebDriverException
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.remote.webdriver import WebDriver as RemoteWebDriver
+
+CHROMIUM = os.environ.get("SHOOTR_CHROMIUM", "/usr/bin/chromium")
+CHROMEDRIVER = os.environ.get("SHOOTR_CHROMEDRIVER", "/usr/bin/chromedriver")
+FLAGS = (
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+    "--disable-crash-reporter",
+    "--disable-breakpad",
+    "--hide-scrollbars",
+    "--mute-audio",
+)
+# Reads the net error code off Chromium's own error page ("This site can't be reached").
+ERROR_PAGE_JS = """
+if (!location.href.startsWith("chrome-error://")) return null;
+const code = document.querySelector(".error-code");
+return (code && code.textContent.trim()) || "ERR_FAILED";
+"""
+PAGE_HEIGHT_JS = """
+const d = document.documentElement, b = document.body;
+return Math.max(d ? d.scrollHeight : 0, b ? b.scrollHeight : 0);
+"""
+# Kills the browser's process group when the worker process dies, even by SIGKILL (a job
+# timeout): it waits for the end of a pipe that only the worker process holds open.
+REAPER = 'cat >/dev/null; kill -KILL -"$1" 2>/dev/null'
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one page may cost: its load time and the size of its screenshot."""
+
+    page_load_timeout: float = 20.0
+    width: int = 1280
+    height: int = 800
+    max_height: int = 4000
+
+
+@dataclass(frozen=True)
+class Capture:
+    png: bytes
+    final_url: str
+    title: str
+    page_height: int
+    height: int
+
+    @property
+    def truncated(self) -> bool:
+        return self.page_height > self.height
+
+
+class PageLoadError(Exception):
+    """The page did not load (refused, unknown host, timeout); the page's fault, not ours."""
+
+
+class Browser:
+    """One headless Chromium with a throwaway profile, driven through chromedriver."""
+
+    def __init__(self, limits: Limits | None = None) -> None:
+        self.limits = limits or Limits()
+        self.profile = tempfile.mkdtemp(prefix="shootr-chromium-")
+        os.environ.setdefault("SE_OFFLINE", "true")  # explicit paths below; never download
+        # A session of its own: terminal signals stay with the worker, and the reaper can kill
+        # chromedriver and Chromium together as one process group.
+        # TMPDIR inside the profile: Chromium's own temporary files go where close() removes
+        # them, even after a SIGKILL.
+        service = Service(
+            executable_path=CHROMEDRIVER,
+            env={**os.environ, "TMPDIR": self.profile},
+            popen_kw={"start_new_session": True},
+        )
+        try:
+            self.driver = webdriver.Chrome(service=service, options=self._options())
+        except BaseException:
+            shutil.rmtree(self.profile, ignore_errors=True)
+            raise
+        self.service = service
+        self.reaper = subprocess.Popen(
+            ["/bin/sh", "-c", REAPER, "shootr-reaper", str(service.process.pid)],
+            stdin=subprocess.PIPE, start_new_session=True,
+        )
+        self.driver.set_page_load_timeout(self.limits.page_load_timeout)
+        self.driver.set_script_timeout(5)
+        self.driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", {
+            "width": self.limits.width, "height": self.limits.height,
+            "deviceScaleFactor": 1, "mobile": False,
+        })
+        self.driver.execute_cdp_cmd("Browser.setDownloadBehavior", {"behavior": "deny"})
+
+    def _options(self) -> webdriver.ChromeOptions:
+        options = webdriver.ChromeOptions()
+        options.binary_location = CHROMIUM
+        for flag in FLAGS:
+            options.add_argument(flag)
+        options.add_argument(f"--user-data-dir={self.profile}")
+        options.add_argument(f"--window-size={self.limits.width},{self.limits.height}")
+        # chromedriver turns the popup blocker off by default; a screenshot needs no popups.
+        options.add_experimental_option("excludeSwitches", ["disable-popup-blocking"])
+        options.unhandled_prompt_behavior = "dismiss"
+        return options
+
+    def alive(self) -> bool:
+        if self.service.process.poll() is not None:
+            return False
+        try:
+            self.driver.window_handles  # noqa: B018 - a round trip to the browser
+        except WebDriverException:
+            return False
+        return True
+
+    def capture(self, url: str) -> Capture:
+        """Load ``url`` and take a PNG of the top of the page, at most ``max_height`` tall."""
+        driver = self.driver
+        try:
+            driver.get(url)
+        except TimeoutException:
+            raise PageLoadError(
+                f"the page did not load within {self.limits.page_load_timeout:g} s"
+            ) from None
+        except WebDriverException as exc:
+            code = _net_error(exc.msg or "")
+            if code is None:
+                raise
+            raise PageLoadError(f"the page could not be loaded: net::{code}") from None
+        try:
+            error = driver.execute_script(ERROR_PAGE_JS)
+            if error:
+                raise PageLoadError(f"the page could not be loaded: net::{error}")
+            page_height = int(driver.execute_script(PAGE_HEIGHT_JS) or 0)
+            height = max(1, min(page_height or self.limits.height, self.limits.max_height))
+            shot = driver.execute_cdp_cmd("Page.captureScreenshot", {
+                "format": "png",
+                "captureBeyondViewport": True,
+                "clip": {"x": 0, "y": 0, "width": self.limits.width, "height": height,
+                         "scale": 1},
+            })
+            return Capture(
+                png=base64.b64decode(shot["data"]),
+                final_url=driver.current_url,
+                title=driver.title[:300],
+                page_height=page_height,
+                height=height,
+            )
+        finally:
+            self.forget(url)
+
+    def forget(self, url: str) -> None:
+        """Leave nothing for the next job: one blank tab, no cookies, cache or site storage."""
+        driver = self.driver
+        handles = driver.window_handles
+        for handle in handles[1:]:
+            driver.switch_to.window(handle)
+            driver.close()
+        driver.switch_to.window(handles[0])
+        driver.get("about:blank")
+        driver.execute_cdp_cmd("Network.clearBrowserCookies", {})
+        driver.execute_cdp_cmd("Network.clearBrowserCache", {})
+        parts = urlsplit(url)
+        driver.execute_cdp_cmd("Storage.clearDataForOrigin", {
+            "origin": f"{parts.scheme}://{parts.netloc}", "storageTypes": "all",
+        })
+
+    def close(self) -> None:
+        """End the session, then kill what is left of the process group, then reap."""
+        try:
+            # The base class's quit ends the session and leaves chromedriver running: it must
+            # stay unreaped until the reaper has killed its group, so that the group id cannot
+            # have been reused by an unrelated process. The browser may be dead already.
+            with contextlib.suppress(Exception):
+                RemoteWebDriver.quit(self.driver)
+            if self.reaper.stdin is not None:
+                self.reaper.stdin.close()
+            self.reaper.wait()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.service.process.wait(timeout=10)
+            self.service.stop()
+        finally:
+            shutil.rmtree(self.profile, ignore_errors=True)
+
+
+def _net_error(message: str) -> str | None:
+    """``ERR_NAME_NOT_RESOLVED`` out of chromedriver's "unknown error: net::ERR_..." message."""
+    marker = "net::"
+    if marker not in message:
+        return None
+    return message.split(marker, 1)[1].split()[0].strip(".,;:")
+
+
+class KeptBrowser:
+    """The browser of this process: started on first use, replaced when it has died, closed
+    when the process exits."""
+
+    def __init__(self, limits: Limits | None = None) -> None:
+        self.limits = limits
+        self._browser: Browser | None = None
+        self._pid = 0
+        self._lock = threading.Lock()
+
+    def capture(self, url: str) -> Capture:
+        """Take a screenshot; a browser that crashes under the page is replaced, once."""
+        with self._lock:
+            try:
+                return self._get().capture(url)
+            except PageLoadError:
+                raise
+            except WebDriverException:
+                if self._browser is not None and self._browser.alive():
+                    raise
+                self._discard()
+                return self._get().capture(url)
+
+    def close(self) -> None:
+        with self._lock:
+            self._discard()
+
+    def _get(self) -> Browser:
+        if self._pid != os.getpid():
+            # Inherited through fork: that browser belongs to the parent; never touch it.
+            self._browser = None
+            self._pid = os.getpid()
+            self._close_at_exit()
+        if self._browser is not None and not self._browser.alive():
+            self._discard()
+        if self._browser is None:
+            self._browser = Browser(self.limits)
+        return self._browser
+
+    def _discard(self) -> None:
+        browser, self._browser = self._browser, None
+        if browser is not None and self._pid == os.getpid():
+            browser.close()
+
+    def _close_at_exit(self) -> None:
+        # A multiprocessing child (each jobworker process is one) leaves through os._exit, which
+        # skips atexit; multiprocessing's own exit finalizers do run there.
+        atexit.register(self.close)
+        mp_util.Finalize(None, self.close, exitpriority=10)
+
+
+kept_browser = KeptBrowser()

@@ -1,0 +1,68 @@
+"""The job: take one screenshot in a worker, and record how it went on the Screenshot row."""
+
+from __future__ import annotations
+
+from django.core.files.base import ContentFile
+
+from demo_project.shootr.browser import Capture, PageLoadError, kept_browser
+from demo_project.shootr.imaging import make_thumbnail
+from demo_project.shootr.models import Screenshot
+from demo_project.shootr.urlsafety import URLRefused, check_url, private_hosts_allowed
+from jobqueue import task
+
+# A page has 20 s to load (browser.Limits); the job's timeout leaves room for starting Chromium
+# and for one restart of a crashed browser, so the task normally ends on its own terms.
+JOB_TIMEOUT = 90
+MAX_RETRIES = 1
+
+
+class ScreenshotFailed(Exception):
+    """The screenshot could not be taken; the message is the reason shown to the visitor."""
+
+
+@task(timeout=JOB_TIMEOUT, max_retries=MAX_RETRIES)
+def make_screenshot(shot: Screenshot) -> dict[str, str]:
+    """Take ``shot``'s screenshot and thumbnail; fail the job when it cannot be taken.
+
+    jobqueue delivers a job at least once, so this can run again for a shot that is finished:
+    it then ends the same way again, without opening the page.
+    """
+    if shot.status == Screenshot.Status.DONE:
+        return {"image": shot.image.name}
+    if shot.status == Screenshot.Status.FAILED:
+        raise ScreenshotFailed(shot.error)
+    shot.mark_started()
+    try:
+        capture = take(shot.url)
+    except (URLRefused, PageLoadError) as exc:
+        # The page's fault: another attempt would end the same way.
+        shot.mark_failed(str(exc))
+        raise ScreenshotFailed(str(exc)) from exc
+    except Exception as exc:
+        # Ours (the browser, the database): the job's retry may succeed.
+        if shot.attempts <= MAX_RETRIES:
+            shot.mark_retrying(f"attempt {shot.attempts} failed ({exc}); trying again")
+        else:
+            shot.mark_failed(f"the screenshot could not be taken: {exc}")
+        raise
+    store(shot, capture)
+    return {"image": shot.image.name}
+
+
+def take(url: str) -> Capture:
+    """Check the URL where it is opened, open it, and check where it redirected to."""
+    allow_private = private_hosts_allowed()
+    check_url(url, allow_private=allow_private)
+    capture = kept_browser.capture(url)
+    if capture.final_url != url:
+        try:
+            check_url(capture.final_url, allow_private=allow_private)
+        except URLRefused as exc:
+            raise URLRefused(f"the page redirected to {capture.final_url}: {exc}") from None
+    return capture
+
+
+def store(shot: Screenshot, capture: Capture) -> None:
+    shot.image.save(f"{shot.pk}.png", ContentFile(capture.png), save=False)
+    shot.thumbnail.save(f"{shot.pk}.jpg", ContentFile(make_thumbnail(capture.png)), save=False)
+    shot.mark_done(final_url=capture.final_url, title=capture.title, truncated=capture.truncated)

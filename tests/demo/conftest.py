@@ -1,0 +1,98 @@
+"""Fixtures for the demo's tests: local web pages to photograph, a visitor's browser, and the
+settings that let the demo open pages on 127.0.0.1."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import threading
+from collections.abc import Iterator
+from functools import partial
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+IN_CI = os.environ.get("CI", "").lower() == "true"
+
+PAGES = {
+    "red.html": "<title>Red</title><body style='margin:0;background:#f00'></body>",
+    "blue.html": "<title>Blue</title><body style='margin:0;background:#00f'></body>",
+    "article.html": (
+        "<title>A page with words</title><body style='margin:0;font-family:sans-serif;"
+        "background:linear-gradient(#fdf6e3,#eee8d5)'><header style='background:#268bd2;"
+        "color:#fff;padding:40px 60px'><h1 style='margin:0;font-size:56px'>Hello, worker</h1>"
+        "</header><p style='padding:20px 60px;font-size:28px;color:#586e75'>This page was "
+        "photographed by a background job.</p></body>"
+    ),
+}
+
+
+@pytest.fixture(scope="session")
+def chromium() -> None:
+    """Skip where Chromium is not installed; in CI its absence is a failure."""
+    from demo_project.shootr.browser import CHROMEDRIVER, CHROMIUM
+
+    missing = [path for path in (CHROMIUM, CHROMEDRIVER) if not shutil.which(path)]
+    if missing:
+        message = f"{', '.join(missing)} not found: apt-get install chromium chromium-driver"
+        if IN_CI:
+            pytest.fail(message)
+        pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def kept_browser(chromium: None) -> Iterator[Any]:
+    """The browser tasks run inline in this process use; closed once, at the end."""
+    from demo_project.shootr.browser import kept_browser
+
+    yield kept_browser
+    kept_browser.close()
+
+
+class QuietHandler(SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture(scope="session")
+def pages(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Base URL of a web server on 127.0.0.1 serving ``PAGES``."""
+    root = tmp_path_factory.mktemp("pages")
+    for name, html in PAGES.items():
+        (root / name).write_text(f"<!doctype html>{html}", encoding="utf-8")
+    server = ThreadingHTTPServer(("127.0.0.1", 0), partial(QuietHandler, directory=str(root)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+    thread.join()
+
+
+@pytest.fixture
+def closed_port() -> int:
+    """A port on 127.0.0.1 that nothing listens on: one the kernel handed out and took back."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def media_root(settings: Any, tmp_path: Path) -> Path:
+    settings.MEDIA_ROOT = str(tmp_path / "media")
+    return tmp_path / "media"
+
+
+@pytest.fixture
+def allow_private(settings: Any) -> None:
+    settings.SHOOTR_ALLOW_PRIVATE_HOSTS = True
+
+
+@pytest.fixture
+def forbid_private(settings: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    settings.SHOOTR_ALLOW_PRIVATE_HOSTS = False
+    settings.DEBUG = False
+    monkeypatch.delenv("SHOOTR_ALLOW_PRIVATE_HOSTS", raising=False)
