@@ -29,7 +29,6 @@ from jobqueue.consumer import Consumer, Slot
 from jobqueue.exceptions import BrokerError
 from jobqueue.execution import failure
 from jobqueue.signals import die_with_parent, ignore_shutdown_signals, shutdown_requests
-from jobqueue.states import JobStatus
 
 logger = logging.getLogger(__name__)
 
@@ -235,15 +234,12 @@ class Supervisor:
         self.broker.expire_results()
 
     def stop_canceled(self) -> None:
-        from jobqueue.models import Job
-
         running = {c.slot.read()["job_id"]: c for c in self.children if c.process is not None}
         running.pop(None, None)
         if not running:
             return
-        canceled = Job.objects.filter(id__in=list(running), status=JobStatus.CANCELED)
-        for job_id in canceled.values_list("id", flat=True):
-            child = running[str(job_id)]
+        for job_id in self.broker.canceled(list(running)):
+            child = running[job_id]
             logger.info("worker=%s job=%s state=canceled", child.name, job_id)
             self.kill(child)
             self.restart(child)

@@ -8,6 +8,7 @@ record are implemented here, and brokers with state elsewhere extend them.
 
 from __future__ import annotations
 
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ from django.db.models import Count
 from django.utils import timezone
 
 from jobqueue.conf import get_settings
+from jobqueue.exceptions import JobNotFound
 from jobqueue.message import Message
 from jobqueue.states import FINISHED, WAITING, JobStatus
 
@@ -35,6 +37,17 @@ class Outcome:
     error: str = ""
     traceback: str = ""
     run_at: datetime | None = None
+
+
+@dataclass
+class JobState:
+    """What a producer may ask of a job: its status and, once finished, how it ended."""
+
+    status: str
+    result: str | None = None
+    error: str = ""
+    traceback: str = ""
+    ended_at: datetime | None = None
 
 
 def _job_model() -> Any:
@@ -88,6 +101,42 @@ class Broker(ABC):
 
     def close(self) -> None:  # noqa: B027 (optional hook)
         """Drop connections this process opened (called before a fork and at exit)."""
+
+    # -- producers asking about their jobs (the Job table) ---------------------------------------
+    def state(self, job_id: str) -> JobState:
+        """The job's state now; raises ``JobNotFound``."""
+        job = _job_model()
+        row = (
+            job.objects.filter(id=job_id)
+            .values("status", "result", "error", "traceback", "ended_at")
+            .first()
+        )
+        if row is None:
+            raise JobNotFound(f"no job with id {job_id!r}")
+        return JobState(**row)
+
+    def wait_finished(self, job_id: str, timeout: float | None) -> JobState:
+        """Block until the job has finished (or ``timeout`` seconds); polls with backoff."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        pause = 0.002
+        while True:
+            state = self.state(job_id)
+            if state.status in FINISHED:
+                return state
+            now = time.monotonic()
+            if deadline is not None and now >= deadline:
+                raise TimeoutError(f"job {job_id} is still {state.status} after {timeout} s")
+            time.sleep(pause if deadline is None else min(pause, deadline - now))
+            pause = min(pause * 1.5, 0.2)
+
+    def canceled(self, job_ids: Sequence[str]) -> set[str]:
+        """Which of these running jobs were canceled (their processes are to be stopped)."""
+        job = _job_model()
+        rows = job.objects.filter(id__in=list(job_ids), status=JobStatus.CANCELED)
+        return {str(job_id) for job_id in rows.values_list("id", flat=True)}
+
+    def sync(self) -> None:  # noqa: B027 (optional hook)
+        """Bring the Job table up to date, for brokers that record it in the background."""
 
     # -- operators (the Job table) ---------------------------------------------------------------
     def cancel(self, job_id: str) -> bool:
