@@ -79,6 +79,16 @@ def failure(
 def execute(message: Message) -> Outcome:
     """Run ``message``'s task; every exception it raises becomes part of the outcome."""
     started_at = timezone.now()
+    if message.rejected:
+        return failure(
+            message.id,
+            message.task,
+            message.attempts,
+            message.max_retries,
+            started_at,
+            message.rejected,
+            retryable=False,
+        )
     try:
         task = registry.get_task(message.task)
         args, kwargs = decode_arguments(message.arguments)

@@ -8,7 +8,6 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
 
 from django.utils import timezone
 
@@ -43,21 +42,8 @@ class Message:
     max_retries: int = 0
     timeout: float | None = None
     attempts: int = 0
+    rejected: str = ""  # why a broker refused to decode it: such a message is failed, never run
 
     @property
     def is_scheduled(self) -> bool:
         return self.run_at is not None and self.run_at > self.enqueued_at
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "task": self.task,
-            "arguments": self.arguments,
-            "queue": self.queue,
-            "priority": self.priority,
-            "run_at": self.run_at.isoformat() if self.run_at else None,
-            "enqueued_at": self.enqueued_at.isoformat(),
-            "max_retries": self.max_retries,
-            "timeout": self.timeout,
-            "attempts": self.attempts,
-        }

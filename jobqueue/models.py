@@ -87,3 +87,18 @@ class Worker(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+
+class Outbox(models.Model):
+    """Jobs written to the database but not yet delivered to an external broker (Redis): sent in
+    a transaction (delivered when it commits) or while the broker was unreachable. Workers relay
+    what is left here."""
+
+    job_id = models.UUIDField(primary_key=True)
+    created_at = models.DateTimeField(db_index=True)
+
+    class Meta:
+        verbose_name_plural = "outbox"
+
+    def __str__(self) -> str:
+        return str(self.job_id)

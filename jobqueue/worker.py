@@ -91,6 +91,7 @@ class Supervisor:
         ]
         self.broker = get_broker()
         self.next_heartbeat = 0.0
+        self.next_tick = 0.0
 
     # -- life cycle ------------------------------------------------------------------------------
     def run(self) -> int:
@@ -133,6 +134,9 @@ class Supervisor:
     def tend(self) -> None:
         self.reap()
         self.enforce_deadlines()
+        if time.monotonic() >= self.next_tick:
+            self.next_tick = time.monotonic() + TICK * 2
+            self.broker.tick()
         if time.monotonic() >= self.next_heartbeat:
             self.heartbeat()
         else:

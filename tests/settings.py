@@ -84,6 +84,15 @@ JOBQUEUE = {
     "POLL_INTERVAL": 0.05,
 }
 
+if os.environ.get("JOBQUEUE_TEST_REDIS_URL"):
+    JOBQUEUE["BROKER"] = {
+        "BACKEND": "jobqueue.brokers.redis.RedisBroker",
+        "OPTIONS": {
+            "url": os.environ["JOBQUEUE_TEST_REDIS_URL"],
+            "prefix": os.environ.get("JOBQUEUE_TEST_REDIS_PREFIX", "jobqueue"),
+        },
+    }
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,

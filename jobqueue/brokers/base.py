@@ -135,6 +135,9 @@ class Broker(ABC):
         rows = job.objects.filter(id__in=list(job_ids), status=JobStatus.CANCELED)
         return {str(job_id) for job_id in rows.values_list("id", flat=True)}
 
+    def tick(self) -> None:  # noqa: B027 (optional hook)
+        """Upkeep a worker supervisor runs about twice a second (tracking, relays)."""
+
     def sync(self) -> None:  # noqa: B027 (optional hook)
         """Bring the Job table up to date, for brokers that record it in the background."""
 

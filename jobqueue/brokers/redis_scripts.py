@@ -1,0 +1,266 @@
+"""The Redis broker's Lua scripts: each moves a job between structures in one atomic step.
+
+Every key starts with the broker's prefix, which carries a hash tag (``{jobqueue}``), so each
+script touches one slot of a Redis Cluster. Times come from Redis's own clock (``TIME``).
+
+Layout (``P`` is the prefix):
+  P:msg        hash   id -> signed message body (while the job is waiting, scheduled or running)
+  P:q:<queue>  zset   id, score -priority (ties: ids sort by time, so first in, first out)
+  P:scheduled  zset   id -> ms when due (countdowns, etas, retries)
+  P:running    zset   id -> ms when the lease expires
+  P:owner      hash   id -> worker holding the lease;  P:w:<worker> set of its ids
+  P:attempts   hash   id -> times taken
+  P:canceled   zset   running ids canceled -> ms (their supervisors stop them)
+  P:wake:<q>   list   tokens idle workers block on (BLPOP)
+  P:events     stream what the Job table has yet to record (see jobqueue.tracking)
+  P:r:<id>     string how a job ended, for RESULT_TTL seconds;  P:done  channel of finished ids
+  P:sent:<id>  string marks an outbox message delivered, so a relay never sends it twice
+"""
+
+COMMON = """
+local P = ARGV[1]
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+local function route(body)
+  -- body: v|signature|task|queue|priority|...
+  local queue, priority = string.match(body, '^[^|]*|[^|]*|[^|]*|([^|]+)|(-?%d+)|')
+  return queue, tonumber(priority)
+end
+local function event(...)
+  redis.call('XADD', P .. ':events', 'MAXLEN', '~', 1000000, '*', ...)
+end
+local function wake(queue)
+  local key = P .. ':wake:' .. queue
+  redis.call('LPUSH', key, 1)
+  redis.call('LTRIM', key, 0, 63)
+end
+local function to_queue(id, body)
+  local queue, priority = route(body)
+  if queue == nil then return false end
+  redis.call('ZADD', P .. ':q:' .. queue, -priority, id)
+  wake(queue)
+  return true
+end
+local function drop_lease(id)
+  redis.call('ZREM', P .. ':running', id)
+  local owner = redis.call('HGET', P .. ':owner', id)
+  if owner then
+    redis.call('SREM', P .. ':w:' .. owner, id)
+    redis.call('HDEL', P .. ':owner', id)
+  end
+end
+"""
+
+# ARGV: P, dedup_ttl, then per message: id, body, run_at_ms (0: now)
+ENQUEUE = (
+    COMMON
+    + """
+local ttl = tonumber(ARGV[2])
+local sent = 0
+for i = 3, #ARGV, 3 do
+  local id, body, run_at = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2])
+  local fresh = true
+  if ttl > 0 then
+    fresh = redis.call('SET', P .. ':sent:' .. id, 1, 'NX', 'EX', ttl)
+  end
+  if fresh then
+    redis.call('HSET', P .. ':msg', id, body)
+    redis.call('HDEL', P .. ':attempts', id)
+    local status = 'queued'
+    if run_at > 0 and run_at > now_ms() then
+      redis.call('ZADD', P .. ':scheduled', run_at, id)
+      status = 'scheduled'
+    else
+      to_queue(id, body)
+    end
+    event('k', 'e', 'i', id, 'b', body, 's', status, 'r', run_at)
+    sent = sent + 1
+  end
+end
+return sent
+"""
+)
+
+# ARGV: P, worker, limit, lease_ms, queue names in order
+CLAIM = (
+    COMMON
+    + """
+local worker, limit, lease = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
+local now = now_ms()
+local out = {}
+for i = 5, #ARGV do
+  if limit <= 0 then break end
+  local popped = redis.call('ZPOPMIN', P .. ':q:' .. ARGV[i], limit)
+  for j = 1, #popped, 2 do
+    local id = popped[j]
+    local body = redis.call('HGET', P .. ':msg', id)
+    if body then
+      redis.call('ZADD', P .. ':running', now + lease, id)
+      redis.call('HSET', P .. ':owner', id, worker)
+      redis.call('SADD', P .. ':w:' .. worker, id)
+      local attempts = redis.call('HINCRBY', P .. ':attempts', id, 1)
+      event('k', 's', 'i', id, 'w', worker, 'a', attempts, 't', now)
+      out[#out + 1] = id
+      out[#out + 1] = body
+      out[#out + 1] = attempts
+      limit = limit - 1
+    end
+  end
+end
+return out
+"""
+)
+
+# ARGV: P, worker, result_ttl, then per outcome: id, status, run_at_ms, payload (JSON)
+FINISH = (
+    COMMON
+    + """
+local worker, ttl = ARGV[2], tonumber(ARGV[3])
+local now = now_ms()
+local done = 0
+for i = 4, #ARGV, 4 do
+  local id, status, run_at, payload = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2]), ARGV[i + 3]
+  if redis.call('HGET', P .. ':owner', id) == worker then
+    drop_lease(id)
+    local body = redis.call('HGET', P .. ':msg', id) or ''
+    if status == 'scheduled' then
+      if run_at > now then
+        redis.call('ZADD', P .. ':scheduled', run_at, id)
+      else
+        to_queue(id, body)
+        status = 'queued'
+      end
+      event('k', 'f', 'i', id, 's', status, 'p', payload, 'b', body)
+    else
+      redis.call('HDEL', P .. ':msg', id)
+      redis.call('HDEL', P .. ':attempts', id)
+      redis.call('SET', P .. ':r:' .. id, payload, 'EX', ttl)
+      event('k', 'f', 'i', id, 's', status, 'p', payload, 'b', body)
+      redis.call('PUBLISH', P .. ':done', id)
+    end
+    done = done + 1
+  end
+end
+return done
+"""
+)
+
+# ARGV: P, worker, count_attempt (0/1), ids (none: every job the worker holds)
+RELEASE = (
+    COMMON
+    + """
+local worker, count = ARGV[2], ARGV[3] == '1'
+local ids = {}
+if #ARGV > 3 then
+  for i = 4, #ARGV do ids[#ids + 1] = ARGV[i] end
+else
+  ids = redis.call('SMEMBERS', P .. ':w:' .. worker)
+end
+local released = 0
+for _, id in ipairs(ids) do
+  if redis.call('HGET', P .. ':owner', id) == worker then
+    drop_lease(id)
+    local attempts = tonumber(redis.call('HGET', P .. ':attempts', id) or '0')
+    if not count then
+      attempts = redis.call('HINCRBY', P .. ':attempts', id, -1)
+    end
+    local body = redis.call('HGET', P .. ':msg', id)
+    if body then
+      to_queue(id, body)
+      event('k', 'q', 'i', id, 'a', attempts)
+    end
+    released = released + 1
+  end
+end
+return released
+"""
+)
+
+# ARGV: P, lease_ms, worker names
+RENEW = (
+    COMMON
+    + """
+local until_ms = now_ms() + tonumber(ARGV[2])
+for i = 3, #ARGV do
+  for _, id in ipairs(redis.call('SMEMBERS', P .. ':w:' .. ARGV[i])) do
+    redis.call('ZADD', P .. ':running', 'XX', until_ms, id)
+  end
+end
+return 0
+"""
+)
+
+# ARGV: P, limit
+PROMOTE = (
+    COMMON
+    + """
+local due = redis.call('ZRANGEBYSCORE', P .. ':scheduled', '-inf', now_ms(), 'LIMIT', 0, ARGV[2])
+for _, id in ipairs(due) do
+  redis.call('ZREM', P .. ':scheduled', id)
+  local body = redis.call('HGET', P .. ':msg', id)
+  if body and to_queue(id, body) then
+    event('k', 'q', 'i', id)
+  end
+end
+return #due
+"""
+)
+
+# ARGV: P, limit
+RECOVER = (
+    COMMON
+    + """
+local expired = redis.call('ZRANGEBYSCORE', P .. ':running', '-inf', now_ms(), 'LIMIT', 0, ARGV[2])
+for _, id in ipairs(expired) do
+  drop_lease(id)
+  local body = redis.call('HGET', P .. ':msg', id)
+  if body and to_queue(id, body) then
+    event('k', 'q', 'i', id)
+  end
+end
+return #expired
+"""
+)
+
+# ARGV: P, id, result_ttl, payload. Returns 1 if the job was waiting or running.
+CANCEL = (
+    COMMON
+    + """
+local id, ttl, payload = ARGV[2], tonumber(ARGV[3]), ARGV[4]
+local body = redis.call('HGET', P .. ':msg', id)
+if not body then return 0 end
+local now = now_ms()
+if redis.call('ZSCORE', P .. ':running', id) then
+  drop_lease(id)
+  redis.call('ZADD', P .. ':canceled', now, id)
+  redis.call('ZREMRANGEBYSCORE', P .. ':canceled', '-inf', now - 3600000)
+else
+  local queue = route(body)
+  if queue then redis.call('ZREM', P .. ':q:' .. queue, id) end
+  redis.call('ZREM', P .. ':scheduled', id)
+end
+redis.call('HDEL', P .. ':msg', id)
+redis.call('HDEL', P .. ':attempts', id)
+redis.call('SET', P .. ':r:' .. id, payload, 'EX', ttl)
+event('k', 'c', 'i', id, 'p', payload)
+redis.call('PUBLISH', P .. ':done', id)
+return 1
+"""
+)
+
+# ARGV: P, queue. Returns the ids it removed.
+PURGE = (
+    COMMON
+    + """
+local key = P .. ':q:' .. ARGV[2]
+local ids = redis.call('ZRANGE', key, 0, -1)
+for _, id in ipairs(ids) do
+  redis.call('HDEL', P .. ':msg', id)
+  redis.call('HDEL', P .. ':attempts', id)
+end
+redis.call('DEL', key, P .. ':wake:' .. ARGV[2])
+return ids
+"""
+)
