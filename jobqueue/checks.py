@@ -8,12 +8,28 @@ from django.core import checks
 
 from jobqueue import registry
 from jobqueue.conf import KNOWN_KEYS, get_settings
-from jobqueue.exceptions import ConfigurationError
+from jobqueue.exceptions import ConfigurationError, JobQueueError
 
 
 def register() -> None:
     checks.register(check_settings, "jobqueue")
     checks.register(check_tasks, "jobqueue")
+    checks.register(check_broker_durability, "jobqueue", deploy=True)
+
+
+def check_broker_durability(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """``check --deploy``: asks the broker's server how it is configured."""
+    from jobqueue.brokers import get_broker
+
+    try:
+        warnings = get_broker().durability_warnings()
+    except JobQueueError as exc:
+        return [
+            checks.Warning(
+                f"The broker could not be asked about durability: {exc}", id="jobqueue.W002"
+            )
+        ]
+    return [checks.Warning(f"Broker: {text}", id="jobqueue.W001") for text in warnings]
 
 
 def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:

@@ -102,6 +102,8 @@ class Supervisor:
             len(self.children),
             self.burst,
         )
+        for warning in self.broker.durability_warnings():
+            logger.warning("worker=%s state=starting broker-warning=%r", self.name, warning)
         self.register()
         self.heartbeat()  # recover lost jobs first, so that even a burst worker runs them
         with shutdown_requests() as requests:

@@ -135,6 +135,10 @@ class Broker(ABC):
         rows = job.objects.filter(id__in=list(job_ids), status=JobStatus.CANCELED)
         return {str(job_id) for job_id in rows.values_list("id", flat=True)}
 
+    def durability_warnings(self) -> list[str]:
+        """What in the broker's own configuration could lose acknowledged jobs."""
+        return []
+
     def tick(self) -> None:  # noqa: B027 (optional hook)
         """Upkeep a worker supervisor runs about twice a second (tracking, relays)."""
 

@@ -38,6 +38,8 @@ from jobqueue.states import FINISHED, WAITING, JobStatus
 
 try:
     import redis
+    from redis.backoff import ExponentialBackoff
+    from redis.retry import Retry
 except ImportError as exc:  # pragma: no cover - depends on the extra
     raise ConfigurationError(
         "the Redis broker needs the redis package: pip install 'jobqueue[redis]'"
@@ -83,6 +85,8 @@ class RedisBroker(Broker):
             "socket_connect_timeout": connect_timeout,
             "socket_timeout": socket_timeout,
             "health_check_interval": 30,
+            # One quick retry, so that .delay() falls back to the outbox within about a second.
+            "retry": Retry(ExponentialBackoff(cap=0.1, base=0.01), 1),
             **connection_options,
         }
         self._client: Any = None
