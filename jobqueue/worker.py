@@ -139,6 +139,7 @@ class Supervisor:
         if time.monotonic() >= self.next_tick:
             self.next_tick = time.monotonic() + TICK * 2
             self.broker.tick()
+            self.stop_canceled()
         if time.monotonic() >= self.next_heartbeat:
             self.heartbeat()
         else:
@@ -235,7 +236,6 @@ class Supervisor:
         names = [c.name for c in self.children]
         self.broker.renew(names)
         self.record_workers(everyone=True)
-        self.stop_canceled()
         self.broker.recover()
         self.broker.expire_results()
 
@@ -293,5 +293,6 @@ class Supervisor:
         from jobqueue.models import Worker
 
         Worker.objects.filter(name__in=[c.name for c in self.children]).delete()
+        self.broker.tick()  # leave the Job table up to date, even after a short burst
         self.broker.close()
         connections.close_all()
