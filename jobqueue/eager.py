@@ -26,24 +26,16 @@ def run_eagerly(messages: Sequence[Message]) -> None:
                 outcome = execute(message)
                 if outcome.status != JobStatus.SCHEDULED:
                     break
-            Job.objects.create(
-                id=message.id,
-                task=message.task,
-                queue=message.queue,
-                priority=message.priority,
+            Job.from_message(
+                message,
                 status=outcome.status,
-                arguments=message.arguments,
                 result=outcome.result,
                 error=outcome.error,
                 traceback=outcome.traceback,
                 attempts=message.attempts,
-                max_retries=message.max_retries,
-                timeout=message.timeout,
                 worker="eager",
-                enqueued_at=message.enqueued_at,
-                run_at=message.run_at or message.enqueued_at,
                 started_at=outcome.started_at,
                 ended_at=timezone.now(),
-            )
+            ).save(force_insert=True)
 
     transaction.on_commit(run, using=Job.objects.db)

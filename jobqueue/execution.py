@@ -46,19 +46,12 @@ def retry_delay(backoff: float, attempt: int) -> float:
 
 
 def failure(
-    job_id: str,
-    task_name: str,
-    attempts: int,
-    max_retries: int,
-    started_at: datetime,
-    error: str,
-    tb: str = "",
-    *,
-    retryable: bool = True,
+    message: Message, started_at: datetime, error: str, tb: str = "", *, retryable: bool = True
 ) -> Outcome:
     """A failed run: scheduled again while retries remain, else failed for good."""
     now = timezone.now()
-    if retryable and attempts <= max_retries:
+    job_id, task_name, attempts = message.id, message.task, message.attempts
+    if retryable and attempts <= message.max_retries:
         try:
             backoff = registry.get_task(task_name).retry_backoff
         except UnknownTask:
@@ -80,43 +73,19 @@ def execute(message: Message) -> Outcome:
     """Run ``message``'s task; every exception it raises becomes part of the outcome."""
     started_at = timezone.now()
     if message.rejected:
-        return failure(
-            message.id,
-            message.task,
-            message.attempts,
-            message.max_retries,
-            started_at,
-            message.rejected,
-            retryable=False,
-        )
+        return failure(message, started_at, message.rejected, retryable=False)
     try:
         task = registry.get_task(message.task)
         args, kwargs = decode_arguments(message.arguments)
     except (UnknownTask, DecodeError) as exc:
         # Bad input stays bad: retrying would change nothing.
-        return failure(
-            message.id,
-            message.task,
-            message.attempts,
-            message.max_retries,
-            started_at,
-            describe(exc),
-            retryable=False,
-        )
+        return failure(message, started_at, describe(exc), retryable=False)
     close_old_connections()
     try:
         value = task.func(*args, **kwargs)
         result = dumps(value, f"{message.task}() return value")
     except Exception as exc:
-        return failure(
-            message.id,
-            message.task,
-            message.attempts,
-            message.max_retries,
-            started_at,
-            describe(exc),
-            traceback.format_exc(),
-        )
+        return failure(message, started_at, describe(exc), traceback.format_exc())
     finally:
         close_old_connections()
     logger.debug("job=%s task=%s state=succeeded", message.id, message.task)

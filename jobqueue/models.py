@@ -3,9 +3,13 @@ the Worker table (live worker processes, for ``jobinfo`` and the admin)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.db import models
 from django.db.models import Q
+from django.utils import timezone
 
+from jobqueue.message import Message
 from jobqueue.states import JobStatus
 
 
@@ -61,6 +65,39 @@ class Job(models.Model):
 
     def __str__(self) -> str:
         return f"{self.task} [{self.status}] {self.id}"
+
+    @classmethod
+    def from_message(cls, message: Message, **fields: Any) -> Job:
+        """The row of a job just sent (``fields`` override, e.g. a state already reached)."""
+        values: dict[str, Any] = {
+            "id": message.id,
+            "task": message.task,
+            "queue": message.queue,
+            "priority": message.priority,
+            "status": JobStatus.SCHEDULED if message.is_scheduled else JobStatus.QUEUED,
+            "arguments": message.arguments,
+            "max_retries": message.max_retries,
+            "timeout": message.timeout,
+            "enqueued_at": message.enqueued_at,
+            "run_at": message.run_at or message.enqueued_at,
+            "error": message.rejected,
+        }
+        return cls(**{**values, **fields})
+
+    def to_message(self, fresh: bool = False) -> Message:
+        """The message this row describes; ``fresh``: sent again now, as by a requeue."""
+        now = timezone.now()
+        return Message(
+            id=str(self.id),
+            task=self.task,
+            arguments=self.arguments,
+            queue=self.queue,
+            priority=self.priority,
+            run_at=None if fresh or self.run_at <= now else self.run_at,
+            enqueued_at=now if fresh else self.enqueued_at,
+            max_retries=self.max_retries,
+            timeout=self.timeout,
+        )
 
     @property
     def duration(self) -> float | None:

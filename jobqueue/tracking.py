@@ -16,7 +16,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 from django.db import transaction
-from django.utils import timezone
 
 from jobqueue.message import Message
 from jobqueue.models import Job
@@ -34,22 +33,6 @@ def from_ms(value: Any) -> datetime | None:
 
 def from_iso(value: str | None) -> datetime | None:
     return datetime.fromisoformat(value) if value else None
-
-
-def row_from_message(message: Message, status: str, run_at: datetime | None) -> Job:
-    return Job(
-        id=message.id,
-        task=message.task,
-        queue=message.queue,
-        priority=message.priority,
-        status=status,
-        arguments=message.arguments,
-        max_retries=message.max_retries,
-        timeout=message.timeout,
-        enqueued_at=message.enqueued_at,
-        run_at=run_at or message.enqueued_at,
-        error=message.rejected,
-    )
 
 
 class Tracker:
@@ -90,7 +73,8 @@ class Tracker:
         if kind == "e" or (row is None and event.get("b")):
             message = self.decode(job_id, event.get("b", ""))
             run_at = from_ms(event.get("r")) if kind == "e" else None
-            fresh = row_from_message(message, event.get("s", JobStatus.QUEUED), run_at)
+            fresh = Job.from_message(message, status=event.get("s", JobStatus.QUEUED))
+            fresh.run_at = run_at or fresh.run_at
             if row is None or kind == "e":
                 if row is not None:  # a requeue: the old row takes the new message's state
                     fresh.attempts = 0
@@ -119,20 +103,3 @@ class Tracker:
             if row.status in (JobStatus.SCHEDULED, JobStatus.QUEUED):
                 row.ended_at = None
         return row
-
-
-def message_from_row(row: Job, fresh: bool = False) -> Message:
-    """The message a Job row describes (for the outbox, and for requeues when ``fresh``)."""
-    now = timezone.now()
-    run_at = None if fresh or row.run_at <= now else row.run_at
-    return Message(
-        id=str(row.id),
-        task=row.task,
-        arguments=row.arguments,
-        queue=row.queue,
-        priority=row.priority,
-        run_at=run_at,
-        enqueued_at=now if fresh else row.enqueued_at,
-        max_retries=row.max_retries,
-        timeout=row.timeout,
-    )

@@ -28,6 +28,7 @@ from jobqueue.conf import get_settings
 from jobqueue.consumer import Consumer, Slot
 from jobqueue.exceptions import BrokerError
 from jobqueue.execution import failure
+from jobqueue.message import Message
 from jobqueue.signals import die_with_parent, ignore_shutdown_signals, shutdown_requests
 
 logger = logging.getLogger(__name__)
@@ -193,14 +194,15 @@ class Supervisor:
                 self.kill(child)
                 started = timezone.now() - timedelta(seconds=now - current["started"])
                 error = f"TimeoutError: job exceeded its timeout of {seconds:g} s"
-                outcome = failure(
-                    current["job_id"],
-                    current["task"],
-                    current["attempts"],
-                    current["max_retries"],
-                    started,
-                    error,
+                running = Message(
+                    id=current["job_id"],
+                    task=current["task"],
+                    arguments="",
+                    queue="",
+                    attempts=current["attempts"],
+                    max_retries=current["max_retries"],
                 )
+                outcome = failure(running, started, error)
                 self.broker.finish(child.name, [outcome])
                 self.restart(child)
 

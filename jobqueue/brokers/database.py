@@ -96,23 +96,7 @@ class DatabaseBroker(Broker):
         return connections[self.db_alias()]
 
     def enqueue(self, messages: Sequence[Message]) -> None:
-        Job.objects.bulk_create(
-            [
-                Job(
-                    id=m.id,
-                    task=m.task,
-                    queue=m.queue,
-                    priority=m.priority,
-                    status=JobStatus.SCHEDULED if m.is_scheduled else JobStatus.QUEUED,
-                    arguments=m.arguments,
-                    max_retries=m.max_retries,
-                    timeout=m.timeout,
-                    enqueued_at=m.enqueued_at,
-                    run_at=m.run_at or m.enqueued_at,
-                )
-                for m in messages
-            ]
-        )
+        Job.objects.bulk_create([Job.from_message(m) for m in messages])
 
     def claim(self, queues: Sequence[str], worker: str, limit: int) -> list[Message]:
         claimed: list[Message] = []

@@ -212,27 +212,18 @@ class RedisBroker(Broker):
 
     def write_outbox(self, messages: Sequence[Message]) -> None:
         from jobqueue.models import Job, Outbox
-        from jobqueue.tracking import row_from_message
 
         now = timezone.now()
-        Job.objects.bulk_create(
-            [
-                row_from_message(
-                    m, JobStatus.SCHEDULED if m.is_scheduled else JobStatus.QUEUED, m.run_at
-                )
-                for m in messages
-            ]
-        )
+        Job.objects.bulk_create([Job.from_message(m) for m in messages])
         Outbox.objects.bulk_create([Outbox(job_id=m.id, created_at=now) for m in messages])
 
     def deliver_outbox(self, job_ids: Sequence[str]) -> int:
         """Push the outbox's jobs among ``job_ids`` (those not canceled meanwhile); each is sent
         once however many processes try."""
         from jobqueue.models import Job, Outbox
-        from jobqueue.tracking import message_from_row
 
         rows = Job.objects.filter(id__in=list(job_ids), status__in=WAITING)
-        messages = [message_from_row(row) for row in rows]
+        messages = [row.to_message() for row in rows]
         try:
             sent = self.push(messages, dedup=True) if messages else 0
         except BrokerError as exc:
@@ -399,13 +390,12 @@ class RedisBroker(Broker):
 
     def requeue(self, job_ids: Sequence[str] | None = None) -> int:
         from jobqueue.models import Job
-        from jobqueue.tracking import message_from_row
 
         self.sync()
         rows = Job.objects.filter(status__in=(JobStatus.FAILED, JobStatus.CANCELED))
         if job_ids is not None:
             rows = rows.filter(id__in=list(job_ids))
-        messages = [message_from_row(row, fresh=True) for row in rows]
+        messages = [row.to_message(fresh=True) for row in rows]
         if not messages:
             return 0
         self.client.delete(*[self.key("r", m.id) for m in messages])
