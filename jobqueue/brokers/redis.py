@@ -112,7 +112,7 @@ class RedisBroker(Broker):
         """Run a script with the prefix as its first argument; Redis errors become BrokerError."""
         script = self._scripts.get(name)
         if script is None:
-            script = self._scripts[name] = self.client.register_script(getattr(lua, name))
+            script = self._scripts[name] = self.client.register_script(lua.source(name))
         try:
             return script(keys=[self.key("msg")], args=[self.prefix, *args], client=client)
         except redis.RedisError as exc:

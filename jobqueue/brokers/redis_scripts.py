@@ -3,7 +3,7 @@
 Every key starts with the broker's prefix, which carries a hash tag (``{jobqueue}``), so each
 script touches one slot of a Redis Cluster. Times come from Redis's own clock (``TIME``).
 
-Layout (``P`` is the prefix):
+Each script below is run after ``COMMON`` (see ``source``). Layout (``P`` is the prefix):
   P:msg        hash   id -> signed message body (while the job is waiting, scheduled or running)
   P:q:<queue>  zset   id, score -priority (ties: ids sort by time, so first in, first out)
   P:scheduled  zset   id -> ms when due (countdowns, etas, retries)
@@ -54,9 +54,7 @@ end
 """
 
 # ARGV: P, dedup_ttl, then per message: id, body, run_at_ms (0: now)
-ENQUEUE = (
-    COMMON
-    + """
+ENQUEUE = """
 local ttl = tonumber(ARGV[2])
 local sent = 0
 for i = 3, #ARGV, 3 do
@@ -81,12 +79,9 @@ for i = 3, #ARGV, 3 do
 end
 return sent
 """
-)
 
 # ARGV: P, worker, limit, lease_ms, queue names in order
-CLAIM = (
-    COMMON
-    + """
+CLAIM = """
 local worker, limit, lease = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
 local now = now_ms()
 local out = {}
@@ -111,12 +106,9 @@ for i = 5, #ARGV do
 end
 return out
 """
-)
 
 # ARGV: P, worker, result_ttl, then per outcome: id, status, run_at_ms, payload (JSON)
-FINISH = (
-    COMMON
-    + """
+FINISH = """
 local worker, ttl = ARGV[2], tonumber(ARGV[3])
 local now = now_ms()
 local done = 0
@@ -145,12 +137,9 @@ for i = 4, #ARGV, 4 do
 end
 return done
 """
-)
 
 # ARGV: P, worker, count_attempt (0/1), ids (none: every job the worker holds)
-RELEASE = (
-    COMMON
-    + """
+RELEASE = """
 local worker, count = ARGV[2], ARGV[3] == '1'
 local ids = {}
 if #ARGV > 3 then
@@ -176,12 +165,9 @@ for _, id in ipairs(ids) do
 end
 return released
 """
-)
 
 # ARGV: P, lease_ms, worker names
-RENEW = (
-    COMMON
-    + """
+RENEW = """
 local until_ms = now_ms() + tonumber(ARGV[2])
 for i = 3, #ARGV do
   for _, id in ipairs(redis.call('SMEMBERS', P .. ':w:' .. ARGV[i])) do
@@ -190,12 +176,9 @@ for i = 3, #ARGV do
 end
 return 0
 """
-)
 
 # ARGV: P, limit
-PROMOTE = (
-    COMMON
-    + """
+PROMOTE = """
 local due = redis.call('ZRANGEBYSCORE', P .. ':scheduled', '-inf', now_ms(), 'LIMIT', 0, ARGV[2])
 for _, id in ipairs(due) do
   redis.call('ZREM', P .. ':scheduled', id)
@@ -206,12 +189,9 @@ for _, id in ipairs(due) do
 end
 return #due
 """
-)
 
 # ARGV: P, limit
-RECOVER = (
-    COMMON
-    + """
+RECOVER = """
 local expired = redis.call('ZRANGEBYSCORE', P .. ':running', '-inf', now_ms(), 'LIMIT', 0, ARGV[2])
 for _, id in ipairs(expired) do
   drop_lease(id)
@@ -222,12 +202,9 @@ for _, id in ipairs(expired) do
 end
 return #expired
 """
-)
 
 # ARGV: P, id, result_ttl, payload. Returns 1 if the job was waiting or running.
-CANCEL = (
-    COMMON
-    + """
+CANCEL = """
 local id, ttl, payload = ARGV[2], tonumber(ARGV[3]), ARGV[4]
 local body = redis.call('HGET', P .. ':msg', id)
 if not body then return 0 end
@@ -248,19 +225,27 @@ event('k', 'c', 'i', id, 'p', payload)
 redis.call('PUBLISH', P .. ':done', id)
 return 1
 """
-)
 
-# ARGV: P, queue. Returns the ids it removed.
-PURGE = (
-    COMMON
-    + """
+# ARGV: P, queue. Removes its waiting and scheduled jobs; returns how many.
+PURGE = """
 local key = P .. ':q:' .. ARGV[2]
 local ids = redis.call('ZRANGE', key, 0, -1)
+for _, id in ipairs(redis.call('ZRANGE', P .. ':scheduled', 0, -1)) do
+  local body = redis.call('HGET', P .. ':msg', id)
+  if body and route(body) == ARGV[2] then
+    redis.call('ZREM', P .. ':scheduled', id)
+    ids[#ids + 1] = id
+  end
+end
 for _, id in ipairs(ids) do
   redis.call('HDEL', P .. ':msg', id)
   redis.call('HDEL', P .. ':attempts', id)
 end
 redis.call('DEL', key, P .. ':wake:' .. ARGV[2])
-return ids
+return #ids
 """
-)
+
+
+def source(name: str) -> str:
+    """The full text of script ``name``: the shared helpers, then its body."""
+    return COMMON + globals()[name]
