@@ -69,6 +69,10 @@ class Job(models.Model):
     @classmethod
     def from_message(cls, message: Message, **fields: Any) -> Job:
         """The row of a job just sent (``fields`` override, e.g. a state already reached)."""
+        return cls(**cls.values_from_message(message, **fields))
+
+    @staticmethod
+    def values_from_message(message: Message, **fields: Any) -> dict[str, Any]:
         values: dict[str, Any] = {
             "id": message.id,
             "task": message.task,
@@ -81,8 +85,15 @@ class Job(models.Model):
             "enqueued_at": message.enqueued_at,
             "run_at": message.run_at or message.enqueued_at,
             "error": message.rejected,
+            "result": None,
+            "traceback": "",
+            "attempts": 0,
+            "worker": "",
+            "started_at": None,
+            "ended_at": None,
+            "lease_expires_at": None,
         }
-        return cls(**{**values, **fields})
+        return {**values, **fields}
 
     def to_message(self, fresh: bool = False) -> Message:
         """The message this row describes; ``fresh``: sent again now, as by a requeue."""
