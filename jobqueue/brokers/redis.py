@@ -407,6 +407,18 @@ class RedisBroker(Broker):
         self.run("PURGE", queue)
         return super().purge_queue(queue)
 
+    def purge_finished(self, older_than: timedelta) -> int:
+        """Also forgets the purged jobs' results in Redis."""
+        from jobqueue.models import Job
+
+        self.sync()
+        cutoff = timezone.now() - older_than
+        old = Job.objects.filter(status__in=FINISHED, ended_at__lt=cutoff)
+        ids = [str(i) for i in old.values_list("id", flat=True)]
+        for start in range(0, len(ids), CHUNK):
+            self.client.delete(*[self.key("r", i) for i in ids[start : start + CHUNK]])
+        return super().purge_finished(older_than)
+
     def counts(self) -> dict[str, dict[str, int]]:
         self.sync()
         return super().counts()
