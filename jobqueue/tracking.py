@@ -111,6 +111,8 @@ class Tracker:
                 ended_at=None if status in WAITING else from_iso(payload.get("ended_at")),
                 run_at=from_iso(payload.get("run_at")) or row["run_at"],
             )
+            if "a" in event:
+                row["attempts"] = int(event["a"])
         return row
 
 

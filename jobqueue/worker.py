@@ -106,7 +106,8 @@ class Supervisor:
         for warning in self.broker.durability_warnings():
             logger.warning("worker=%s state=starting broker-warning=%r", self.name, warning)
         self.register()
-        self.heartbeat()  # recover lost jobs first, so that even a burst worker runs them
+        # Recover lost jobs first, so that even a burst worker runs them.
+        self.guarded(self.heartbeat)
         with shutdown_requests() as requests:
             for child in self.children:
                 self.spawn(child)
@@ -123,16 +124,20 @@ class Supervisor:
                     else:
                         self.abort()
                         break
-                try:
-                    self.tend()
-                except (DatabaseError, BrokerError) as exc:
-                    # Keep supervising; what failed is tried again at the next tick.
-                    logger.error("worker=%s state=broker-unreachable error=%s", self.name, exc)
-                    self.broker.close()
-                    connections.close_all()
+                self.guarded(self.tend)
         self.unregister()
         logger.info("worker=%s state=stopped", self.name)
         return 0
+
+    def guarded(self, step: Any) -> None:
+        """Run a bookkeeping step; if the broker or database is unreachable, keep supervising:
+        the step is tried again at the next tick."""
+        try:
+            step()
+        except (DatabaseError, BrokerError) as exc:
+            logger.error("worker=%s state=broker-unreachable error=%s", self.name, exc)
+            self.broker.close()
+            connections.close_all()
 
     def tend(self) -> None:
         self.reap()

@@ -32,7 +32,7 @@ from jobqueue import signing
 from jobqueue.brokers import redis_scripts as lua
 from jobqueue.brokers.base import Broker, JobState, Outcome
 from jobqueue.conf import get_settings
-from jobqueue.exceptions import BrokerError, ConfigurationError
+from jobqueue.exceptions import BrokerError, ConfigurationError, JobNotFound
 from jobqueue.message import Message
 from jobqueue.states import FINISHED, WAITING, JobStatus
 
@@ -303,8 +303,12 @@ class RedisBroker(Broker):
             pipe.zscore(self.key("scheduled"), job_id)
             pipe.hexists(self.key("msg"), job_id)
             ended, running, scheduled, waiting = pipe.execute()
-        except redis.RedisError:
-            return super().state(job_id)  # the Job table, as of the last sync
+        except redis.RedisError as exc:
+            try:
+                return super().state(job_id)  # the Job table, as of the last sync
+            except JobNotFound:
+                # Not yet tracked: it may well be waiting in Redis. Say what is known.
+                raise BrokerError(f"job {job_id}: Redis cannot be reached ({exc})") from exc
         if ended is not None:
             data = json.loads(ended)
             return JobState(
@@ -369,7 +373,8 @@ class RedisBroker(Broker):
                 if len(entries) < 1000:
                     break
         except redis.RedisError as exc:
-            raise BrokerError(f"Redis: {exc}") from exc
+            # Tracking catches up on the next sync; the jobs themselves are safe in Redis.
+            logger.warning("state=tracking-deferred error=%s", exc)
         finally:
             try:
                 if text(client.get(lock) or b"") == token:

@@ -117,6 +117,7 @@ for i = 4, #ARGV, 4 do
   if redis.call('HGET', P .. ':owner', id) == worker then
     drop_lease(id)
     local body = redis.call('HGET', P .. ':msg', id) or ''
+    local attempts = redis.call('HGET', P .. ':attempts', id) or '0'
     if status == 'scheduled' then
       if run_at > now then
         redis.call('ZADD', P .. ':scheduled', run_at, id)
@@ -124,12 +125,12 @@ for i = 4, #ARGV, 4 do
         to_queue(id, body)
         status = 'queued'
       end
-      event('k', 'f', 'i', id, 's', status, 'p', payload, 'b', body)
+      event('k', 'f', 'i', id, 's', status, 'p', payload, 'b', body, 'a', attempts)
     else
       redis.call('HDEL', P .. ':msg', id)
       redis.call('HDEL', P .. ':attempts', id)
       redis.call('SET', P .. ':r:' .. id, payload, 'EX', ttl)
-      event('k', 'f', 'i', id, 's', status, 'p', payload, 'b', body)
+      event('k', 'f', 'i', id, 's', status, 'p', payload, 'b', body, 'a', attempts)
       redis.call('PUBLISH', P .. ':done', id)
     end
     done = done + 1
