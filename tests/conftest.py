@@ -16,6 +16,8 @@ from django.db import connection
 
 ROOT = Path(__file__).resolve().parent.parent
 
+pytest_plugins = ["tests.redis_server"]
+
 
 def wait_until(predicate: Callable[[], object], timeout: float = 20.0, interval: float = 0.02,
                message: str = "condition") -> object:
@@ -41,6 +43,7 @@ class WorkerProcess:
             start_new_session=True,
         )
         self._output: str | None = None
+        self._seen = ""
 
     @property
     def pid(self) -> int:
@@ -64,18 +67,20 @@ class WorkerProcess:
     def says(self, text: str) -> bool:
         """Read the worker's log up to the next line; True once ``text`` has appeared."""
         line = self.process.stdout.readline() if self.process.stdout else ""
-        self._seen = getattr(self, "_seen", "") + line
+        self._seen += line
         return text in self._seen
 
     @property
     def output(self) -> str:
-        return self._output or ""
+        """Everything the worker printed (once it has exited)."""
+        return self._seen + (self._output or "")
 
     def stop(self) -> None:
         if self.process.poll() is None:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.communicate()
+        if self._output is None:
+            self._output, _ = self.process.communicate()  # also closes the pipe
 
 
 @pytest.fixture

@@ -189,17 +189,23 @@ class RedisBroker(Broker):
             ids = [m.id for m in messages]
             transaction.on_commit(lambda: self.deliver_outbox(ids), using=alias)
             return
+        delivered = 0
         try:
-            self.push(messages)
+            for start in range(0, len(messages), CHUNK):
+                self.push(messages[start : start + CHUNK])
+                delivered = start + CHUNK
         except BrokerError as exc:
+            # Chunks Redis confirmed stay there; the rest (the failed chunk may or may not have
+            # landed) go to the outbox, whose delivery skips what Redis already has.
+            unsure = messages[delivered:]
             logger.warning(
                 "state=outbox jobs=%s error=%s (Redis unreachable; workers relay "
                 "them once it is back)",
-                len(messages),
+                len(unsure),
                 exc,
             )
             with transaction.atomic(using=alias):
-                self.write_outbox(messages)
+                self.write_outbox(unsure)
 
     def push(self, messages: Sequence[Message], dedup: bool = False) -> int:
         sent = 0
@@ -214,7 +220,8 @@ class RedisBroker(Broker):
         from jobqueue.models import Job, Outbox
 
         now = timezone.now()
-        Job.objects.bulk_create([Job.from_message(m) for m in messages])
+        # ignore_conflicts: a job of a chunk that did land may be tracked already.
+        Job.objects.bulk_create([Job.from_message(m) for m in messages], ignore_conflicts=True)
         Outbox.objects.bulk_create([Outbox(job_id=m.id, created_at=now) for m in messages])
 
     def deliver_outbox(self, job_ids: Sequence[str]) -> int:

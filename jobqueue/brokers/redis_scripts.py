@@ -53,7 +53,7 @@ local function drop_lease(id)
 end
 """
 
-# ARGV: P, dedup_ttl, then per message: id, body, run_at_ms (0: now)
+# ARGV: P, dedup_ttl (0: a fresh send), then per message: id, body, run_at_ms (0: now)
 ENQUEUE = """
 local ttl = tonumber(ARGV[2])
 local sent = 0
@@ -61,7 +61,10 @@ for i = 3, #ARGV, 3 do
   local id, body, run_at = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2])
   local fresh = true
   if ttl > 0 then
-    fresh = redis.call('SET', P .. ':sent:' .. id, 1, 'NX', 'EX', ttl)
+    -- A delivery from the outbox: skip a job Redis already holds, has finished, or was sent.
+    fresh = redis.call('HEXISTS', P .. ':msg', id) == 0
+      and redis.call('EXISTS', P .. ':r:' .. id) == 0
+      and redis.call('SET', P .. ':sent:' .. id, 1, 'NX', 'EX', ttl)
   end
   if fresh then
     redis.call('HSET', P .. ':msg', id, body)
