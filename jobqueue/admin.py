@@ -28,6 +28,7 @@ from django.utils.translation import ngettext
 
 from jobqueue.brokers import get_broker
 from jobqueue.conf import get_settings
+from jobqueue.exceptions import JobQueueError
 from jobqueue.models import Job, Worker
 from jobqueue.paginator import EstimatedCountPaginator
 from jobqueue.registry import all_tasks
@@ -188,6 +189,15 @@ class JobAdmin(ReadOnlyAdmin):
         if not job.traceback:
             return EMPTY
         return format_html('<pre class="jobqueue-pre">{}</pre>', job.traceback)
+
+    def changelist_view(self, request: HttpRequest, extra_context: Any = None) -> Any:
+        """Brokers that record jobs in the background (Redis) catch up first, so the list shows
+        every job sent until now."""
+        try:
+            get_broker().sync()
+        except JobQueueError as exc:
+            self.message_user(request, f"The broker could not be reached: {exc}", messages.WARNING)
+        return super().changelist_view(request, extra_context)
 
     # -- search ----------------------------------------------------------------------------------
     def get_search_results(
