@@ -98,12 +98,12 @@ class Consumer:
         self.burst = burst
         self.pending: list[Outcome] = []
         self.pending_since = 0.0
+        self.batch_size = 1
+        self.next_promotion = 0.0
 
     def run(self) -> None:
         """Loop until told to stop (or, in burst mode, until nothing is runnable). A broker that
         cannot be reached is waited for, with backoff; finished outcomes are kept meanwhile."""
-        self.batch_size = 1
-        self.next_promotion = 0.0
         failures = 0
         while not self.stopping.value:
             try:

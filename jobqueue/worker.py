@@ -234,7 +234,8 @@ class Supervisor:
             if child.process is not None:
                 self.kill(child)
                 child.process = None
-            self.broker.release(child.name)
+        # Unreachable broker: their leases expire and recovery returns them all the same.
+        self.guarded(lambda: [self.broker.release(c.name) for c in self.children])
 
     # -- bookkeeping -----------------------------------------------------------------------------
     def heartbeat(self) -> None:
@@ -299,7 +300,7 @@ class Supervisor:
     def unregister(self) -> None:
         from jobqueue.models import Worker
 
+        self.guarded(self.broker.tick)  # leave the Job table up to date, even after a burst
         Worker.objects.filter(name__in=[c.name for c in self.children]).delete()
-        self.broker.tick()  # leave the Job table up to date, even after a short burst
         self.broker.close()
         connections.close_all()
