@@ -410,7 +410,9 @@ class RedisBroker(Broker):
         messages = [row.to_message(fresh=True) for row in rows]
         if not messages:
             return 0
-        self.client.delete(*[self.key("r", m.id) for m in messages])
+        ids = [m.id for m in messages]
+        self.client.delete(*[self.key("r", i) for i in ids])
+        self.client.hdel(self.key("attempts"), *ids)  # a requeued job starts afresh
         self.push(messages)
         return super().requeue([m.id for m in messages])
 

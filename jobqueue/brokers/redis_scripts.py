@@ -31,16 +31,18 @@ end
 local function event(...)
   redis.call('XADD', P .. ':events', 'MAXLEN', '~', 1000000, '*', ...)
 end
-local function wake(queue)
-  local key = P .. ':wake:' .. queue
-  redis.call('LPUSH', key, 1)
-  redis.call('LTRIM', key, 0, 63)
-end
 local function to_queue(id, body)
   local queue, priority = route(body)
   if queue == nil then return false end
-  redis.call('ZADD', P .. ':q:' .. queue, -priority, id)
-  wake(queue)
+  local key = P .. ':q:' .. queue
+  redis.call('ZADD', key, -priority, id)
+  -- Idle workers sleep only on an empty queue: while it is short, wake one per job; a long
+  -- queue has its workers awake already (and a sleeper wakes within a second anyway).
+  if redis.call('ZCARD', key) <= 16 then
+    local wake = P .. ':wake:' .. queue
+    redis.call('LPUSH', wake, 1)
+    redis.call('LTRIM', wake, 0, 63)
+  end
   return true
 end
 local function drop_lease(id)
@@ -68,7 +70,6 @@ for i = 3, #ARGV, 3 do
   end
   if fresh then
     redis.call('HSET', P .. ':msg', id, body)
-    redis.call('HDEL', P .. ':attempts', id)
     local status = 'queued'
     if run_at > 0 and run_at > now_ms() then
       redis.call('ZADD', P .. ':scheduled', run_at, id)
