@@ -188,6 +188,16 @@ def test_idle_worker_wakes_on_notify_not_a_poll(jobworker, tmp_path):
 def test_worker_survives_its_database_connections_being_cut(jobworker):
     worker = jobworker()
     assert add.delay(1, 1).get(timeout=20) == 2
+
+    def others(where=""):
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                f"AND pid <> pg_backend_pid() {where}"
+            )
+            return cursor.fetchone()[0]
+
+    wait_until(lambda: others("AND query LIKE 'LISTEN%'"), message="the idle child to LISTEN")
     with connection.cursor() as cursor:
         cursor.execute(
             "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
