@@ -117,28 +117,41 @@ class Tracker:
 
 
 def upsert(rows: dict[str, dict[str, Any]]) -> None:
-    """``INSERT ... ON CONFLICT (id) DO UPDATE`` of whole rows: one prepared statement run for
-    the whole batch (``executemany``: one pipelined round trip on PostgreSQL)."""
+    """``INSERT ... ON CONFLICT (id) DO UPDATE`` of whole rows, the batch in one statement: on
+    PostgreSQL one array per column (``unnest``), elsewhere one prepared statement run for every
+    row (``executemany``, a C loop in-process on SQLite)."""
     if not rows:
         return
     connection = connections[router.db_for_write(Job)]
     q = connection.ops.quote_name
     pk = Job._meta.pk
     assert pk is not None
-    adapt_time = connection.ops.adapt_datetimefield_value
     columns = ", ".join(q(c) for c in ("id", *FIELDS))
-    updates = ", ".join(f"{q(c)} = EXCLUDED.{q(c)}" for c in FIELDS)
-    placeholders = ", ".join(["%s"] * (len(FIELDS) + 1))
-    sql = (
-        f"INSERT INTO {q(Job._meta.db_table)} ({columns}) VALUES ({placeholders}) "  # noqa: S608
-        f"ON CONFLICT ({q('id')}) DO UPDATE SET {updates}"
+    conflict = f"ON CONFLICT ({q('id')}) DO UPDATE SET " + ", ".join(
+        f"{q(c)} = EXCLUDED.{q(c)}" for c in FIELDS
     )
-    params = [
-        [
-            pk.get_db_prep_value(uuid.UUID(job_id), connection),
-            *(adapt_time(row[f]) if f in TIME_FIELDS else row[f] for f in FIELDS),
-        ]
-        for job_id, row in rows.items()
-    ]
+    table = q(Job._meta.db_table)
     with connection.cursor() as cursor:
-        cursor.executemany(sql, params)
+        if connection.vendor == "postgresql":
+            types = [Job._meta.get_field(f).db_type(connection) for f in ("id", *FIELDS)]
+            arrays = ", ".join(f"%s::{t}[]" for t in types)
+            cursor.execute(
+                f"INSERT INTO {table} ({columns}) SELECT * FROM unnest({arrays}) {conflict}",  # noqa: S608
+                [
+                    [uuid.UUID(i) for i in rows],
+                    *([row[f] for row in rows.values()] for f in FIELDS),
+                ],
+            )
+            return
+        adapt_time = connection.ops.adapt_datetimefield_value
+        placeholders = ", ".join(["%s"] * (len(FIELDS) + 1))
+        cursor.executemany(
+            f"INSERT INTO {table} ({columns}) VALUES ({placeholders}) {conflict}",  # noqa: S608
+            [
+                [
+                    pk.get_db_prep_value(uuid.UUID(job_id), connection),
+                    *(adapt_time(row[f]) if f in TIME_FIELDS else row[f] for f in FIELDS),
+                ]
+                for job_id, row in rows.items()
+            ],
+        )
