@@ -59,6 +59,12 @@ class Job(models.Model):
                 name="jobqueue_job_leases",
             ),
             models.Index(fields=["status", "ended_at"], name="jobqueue_job_finished"),
+            # Results still to expire: rows leave it once their result is dropped.
+            models.Index(
+                fields=["ended_at"],
+                condition=Q(status="succeeded", result__isnull=False),
+                name="jobqueue_job_results",
+            ),
             models.Index(fields=["-enqueued_at"], name="jobqueue_job_recent"),
             models.Index(fields=["task", "-enqueued_at"], name="jobqueue_job_task"),
         ]

@@ -59,7 +59,9 @@ class Tracker:
         if not changes:
             return 0
         with transaction.atomic():
-            existing = Job.objects.filter(id__in=list(changes)).values_list("id", *FIELDS)
+            existing = (
+                Job.objects.filter(id__in=list(changes)).order_by().values_list("id", *FIELDS)
+            )
             rows = {
                 str(values[0]): dict(zip(FIELDS, values[1:], strict=True)) for values in existing
             }
