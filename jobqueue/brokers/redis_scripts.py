@@ -53,6 +53,20 @@ local function drop_lease(id)
     redis.call('HDEL', P .. ':owner', id)
   end
 end
+-- Jobs whose time in ``key`` (scheduled: due; running: lease expired) has passed go back to
+-- their queues.
+local function requeue_due(key, limit)
+  local ids = redis.call('ZRANGEBYSCORE', key, '-inf', now_ms(), 'LIMIT', 0, limit)
+  for _, id in ipairs(ids) do
+    redis.call('ZREM', key, id)
+    drop_lease(id)
+    local body = redis.call('HGET', P .. ':msg', id)
+    if body and to_queue(id, body) then
+      event('k', 'q', 'i', id)
+    end
+  end
+  return #ids
+end
 """
 
 # ARGV: P, dedup_ttl (0: a fresh send), then per message: id, body, run_at_ms (0: now)
@@ -184,28 +198,12 @@ return 0
 
 # ARGV: P, limit
 PROMOTE = """
-local due = redis.call('ZRANGEBYSCORE', P .. ':scheduled', '-inf', now_ms(), 'LIMIT', 0, ARGV[2])
-for _, id in ipairs(due) do
-  redis.call('ZREM', P .. ':scheduled', id)
-  local body = redis.call('HGET', P .. ':msg', id)
-  if body and to_queue(id, body) then
-    event('k', 'q', 'i', id)
-  end
-end
-return #due
+return requeue_due(P .. ':scheduled', ARGV[2])
 """
 
 # ARGV: P, limit
 RECOVER = """
-local expired = redis.call('ZRANGEBYSCORE', P .. ':running', '-inf', now_ms(), 'LIMIT', 0, ARGV[2])
-for _, id in ipairs(expired) do
-  drop_lease(id)
-  local body = redis.call('HGET', P .. ':msg', id)
-  if body and to_queue(id, body) then
-    event('k', 'q', 'i', id)
-  end
-end
-return #expired
+return requeue_due(P .. ':running', ARGV[2])
 """
 
 # ARGV: P, id, result_ttl, payload. Returns 1 if the job was waiting or running.
