@@ -271,8 +271,7 @@ class RedisBroker(Broker):
     def finish(self, worker: str, outcomes: Sequence[Outcome]) -> None:
         if not outcomes:
             return
-        ttl = get_settings().RESULT_TTL
-        args: list[Any] = [worker, max(int(ttl if ttl is not None else 86400), 1)]
+        args: list[Any] = [worker, result_ttl()]
         for o in outcomes:
             args += [o.job_id, o.status.value, to_ms(o.run_at), json.dumps(payload(o))]
         self.run("FINISH", *args)
@@ -394,10 +393,7 @@ class RedisBroker(Broker):
     def cancel(self, job_id: str) -> bool:
         now = timezone.now().isoformat()
         done = {"status": JobStatus.CANCELED.value, "error": "canceled", "ended_at": now}
-        ttl = get_settings().RESULT_TTL
-        if self.run(
-            "CANCEL", job_id, max(int(ttl if ttl is not None else 86400), 1), json.dumps(done)
-        ):
+        if self.run("CANCEL", job_id, result_ttl(), json.dumps(done)):
             return True
         return super().cancel(job_id)  # in the outbox, not yet in Redis
 
@@ -456,6 +452,13 @@ class RedisBroker(Broker):
                 "queued jobs (set maxmemory-policy noeviction)"
             )
         return warnings
+
+
+def result_ttl() -> int:
+    """Seconds Redis keeps how a job ended. With RESULT_TTL None the Job table keeps results
+    for good; Redis, whose memory must stay bounded, a day."""
+    ttl = get_settings().RESULT_TTL
+    return max(int(ttl if ttl is not None else 86400), 1)
 
 
 def payload(outcome: Outcome) -> dict[str, Any]:
