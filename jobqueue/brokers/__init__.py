@@ -37,7 +37,11 @@ def get_broker() -> Broker:
         if _broker is None or _broker[0] != os.getpid():
             conf = get_settings().BROKER
             cls = load_broker_class(conf["BACKEND"])
-            _broker = (os.getpid(), cls(**conf.get("OPTIONS", {})))
+            try:
+                broker = cls(**conf.get("OPTIONS", {}))
+            except TypeError as exc:
+                raise ConfigurationError(f"JOBQUEUE['BROKER']['OPTIONS']: {exc}") from exc
+            _broker = (os.getpid(), broker)
         return _broker[1]
 
 

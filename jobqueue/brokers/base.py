@@ -57,10 +57,8 @@ def _job_model() -> Any:
 
 
 class Broker(ABC):
-    """Subclasses implement the abstract methods; the rest work on the Job table."""
-
-    def __init__(self, **options: Any) -> None:
-        self.options = options
+    """Subclasses implement the abstract methods; the rest work on the Job table. A broker's
+    ``__init__`` takes its ``OPTIONS`` as keyword arguments."""
 
     # -- producers -------------------------------------------------------------------------------
     @abstractmethod

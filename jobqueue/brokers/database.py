@@ -87,8 +87,7 @@ def _finish_sql(connection: Any, rows: int) -> str:
 
 
 class DatabaseBroker(Broker):
-    def __init__(self, **options: Any) -> None:
-        super().__init__(**options)
+    def __init__(self) -> None:
         self._listener: Any = None
 
     @property

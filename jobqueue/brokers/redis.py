@@ -72,7 +72,6 @@ class RedisBroker(Broker):
         socket_timeout: float = 10.0,
         **connection_options: Any,
     ) -> None:
-        super().__init__(url=url, cache=cache, prefix=prefix)
         if (url is None) == (cache is None):
             raise ConfigurationError(
                 "RedisBroker needs OPTIONS {'url': 'redis://host:6379/0'} or {'cache': 'alias'}"

@@ -43,3 +43,13 @@ def test_task_on_unknown_queue_is_reported():
         assert "Add 'nowhere' to JOBQUEUE['QUEUES']" in messages[0].hint
     finally:
         registry._tasks.pop(t.name)
+
+
+def test_unknown_broker_options_fail_with_the_setting_named():
+    from jobqueue.brokers import get_broker
+    from jobqueue.exceptions import ConfigurationError
+
+    bad = {"BROKER": {"BACKEND": "jobqueue.brokers.database.DatabaseBroker",
+                      "OPTIONS": {"urll": "x"}}}
+    with override_settings(JOBQUEUE=bad), pytest.raises(ConfigurationError, match="OPTIONS"):
+        get_broker()
