@@ -40,18 +40,24 @@ def test_burst_drains_every_queue_and_exits_zero(jobworker, tmp_path):
 
 
 def test_two_workers_on_one_queue_never_run_a_job_twice(jobworker, tmp_path):
-    log = tmp_path / "runs"
+    log, release = tmp_path / "runs", tmp_path / "release"
     workers = [jobworker("--concurrency", "2", "--name", f"w{i}") for i in range(2)]
     wait_until(lambda: Worker.objects.count() == 4, message="4 worker processes")
+    # One blocking job per process: all four markers mean both workers hold a job at once.
+    markers = [tmp_path / f"started-{i}" for i in range(4)]
+    gates = [wait_for_file.delay(str(release), str(marker)) for marker in markers]
+    wait_until(lambda: all(m.exists() for m in markers), message="4 processes busy")
     jobs = record.map([(str(log), i) for i in range(300)])
-    wait_until(lambda: Job.objects.filter(status="succeeded").count() == 300, message="300 jobs")
+    release.touch()  # the four processes now race for the 300
+    wait_until(lambda: Job.objects.filter(status="succeeded").count() == 304, message="the jobs")
     for worker in workers:
         worker.signal(signal.SIGTERM)
     assert [w.wait() for w in workers] == [0, 0]
     assert sorted(runs(log), key=int) == [str(i) for i in range(300)]
-    assert [j.status for j in jobs] == ["succeeded"] * 300
+    assert [j.status for j in jobs + gates] == ["succeeded"] * 304
     ran_in = {row.split("/")[0] for row in Job.objects.values_list("worker", flat=True)}
     assert ran_in == {"w0", "w1"}
+    assert len({m.read_text() for m in markers}) == 4  # four processes, one job each
 
 
 def test_queues_are_served_in_the_order_given(jobworker, tmp_path):
