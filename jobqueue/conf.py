@@ -28,6 +28,7 @@ class Settings:
     POLL_INTERVAL: float = 0.2
     MAX_BATCH: int = 100
     RETRY_BACKOFF_MAX: float = 3600.0
+    TRACKING: bool = True
 
     @property
     def heartbeat_interval(self) -> float:

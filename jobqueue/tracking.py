@@ -1,9 +1,12 @@
 """The Job table, written in batches from a broker's event stream.
 
 A broker that keeps its queues elsewhere (Redis) appends an event for every change of a job's
-state; whoever calls ``Tracker.sync`` (workers, every half second; the admin, before it lists)
-folds a batch of events into one SELECT and one upsert, so tracking costs the database a few
-statements per thousand jobs, not several per job. Replaying an event is harmless.
+state; whoever syncs (workers, every half second; the admin, before it lists) folds a batch of
+events in memory and writes it without reading a row first. An event that carries the whole
+record (a job sent, or finished) upserts the row; one that does not (started, back in its queue,
+canceled) updates only the columns it changes. On PostgreSQL the records travel by ``COPY``, so
+tracking costs the database little more than the writes themselves. Replaying an event is
+harmless.
 """
 
 from __future__ import annotations
@@ -11,11 +14,12 @@ from __future__ import annotations
 import json
 import logging
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
 from django.db import connections, router, transaction
+from django.db.backends.postgresql.psycopg_any import is_psycopg3
 
 from jobqueue.message import Message
 from jobqueue.models import Job
@@ -28,132 +32,189 @@ TIME_FIELDS = {
     f.attname for f in Job._meta.concrete_fields if f.get_internal_type() == "DateTimeField"
 }
 
+# {"d": "kind|job id|...", "p": outcome JSON, "b": message body}; see redis_scripts.
+Event = Mapping[str, str]
+Row = dict[str, Any]
 
-def from_ms(value: Any) -> datetime | None:
-    ms = int(value or 0)
-    return datetime.fromtimestamp(ms / 1000, UTC) if ms else None
+
+def from_ms(value: str) -> datetime:
+    return datetime.fromtimestamp(int(value) / 1000, UTC)
 
 
 def from_iso(value: str | None) -> datetime | None:
     return datetime.fromisoformat(value) if value else None
 
 
-class Tracker:
-    """Applies events ``{"k": kind, "i": job id, ...}`` (see jobqueue.brokers.redis_scripts).
+def outcome(payload: dict[str, Any]) -> Row:
+    """The columns a finish or cancel sets, from its JSON outcome (only the keys it has)."""
+    status = payload["status"]
+    columns: Row = {"status": status, "result": payload.get("result")}
+    for key in ("error", "traceback"):
+        columns[key] = payload.get(key) or ""
+    columns["ended_at"] = None if status in WAITING else from_iso(payload.get("ended_at"))
+    for key in ("started_at", "run_at"):
+        if payload.get(key):
+            columns[key] = from_iso(payload[key])
+    return columns
 
-    Rows travel as plain dicts and are written with one raw upsert: at thousands of jobs a
-    second, building model instances would cost more than the database does."""
+
+class Tracker:
+    """Folds a batch of events into whole rows and column patches, and writes them."""
 
     def __init__(self, decode: Callable[[str, str], Message]) -> None:
         self.decode = decode  # (job id, message body) -> Message
 
-    def apply(self, events: Iterable[dict[str, str]]) -> int:
-        changes: dict[str, list[dict[str, str]]] = {}
-        for event in events:
-            try:
-                job_id = str(uuid.UUID(event["i"]))
-            except (KeyError, ValueError):
-                logger.warning("state=untrackable event=%r", event)
-                continue
-            changes.setdefault(job_id, []).append(event)
-        if not changes:
-            return 0
-        with transaction.atomic():
-            existing = (
-                Job.objects.filter(id__in=list(changes)).order_by().values_list("id", *FIELDS)
-            )
-            rows = {
-                str(values[0]): dict(zip(FIELDS, values[1:], strict=True)) for values in existing
-            }
-            updated = {}
-            for job_id, job_events in changes.items():
-                row = rows.get(job_id)
-                for event in job_events:
-                    row = self.fold(job_id, row, event)
-                if row is not None:
-                    updated[job_id] = row
-            upsert(updated)
-        return len(updated)
-
-    def fold(
-        self, job_id: str, row: dict[str, Any] | None, event: dict[str, str]
-    ) -> dict[str, Any] | None:
-        """The row after ``event``; a job first seen without its enqueue event is made from the
-        message body the event carries, so even a malformed message leaves a record."""
-        kind = event.get("k")
-        if kind == "e" or (row is None and event.get("b")):
-            message = self.decode(job_id, event.get("b", ""))
-            status = event.get("s", JobStatus.QUEUED)
-            fresh = Job.values_from_message(message, status=status)
-            fresh["run_at"] = (from_ms(event.get("r")) if kind == "e" else None) or fresh["run_at"]
-            if row is None or kind == "e":
-                row = fresh  # an "e" for a known job is a requeue: it starts afresh
-        if row is None:
-            return None
-        if kind == "s":
-            row.update(
-                status=JobStatus.STARTED,
-                worker=event["w"],
-                attempts=int(event["a"]),
-                started_at=from_ms(event["t"]),
-            )
-        elif kind == "q":
-            row.update(status=JobStatus.QUEUED, worker="")
-            if "a" in event:
-                row["attempts"] = int(event["a"])
-        elif kind in ("f", "c"):
-            payload = json.loads(event["p"])
-            status = event.get("s", payload["status"])
-            row.update(
-                status=status,
-                result=payload.get("result"),
-                error=payload.get("error", ""),
-                traceback=payload.get("traceback", ""),
-                started_at=from_iso(payload.get("started_at")) or row["started_at"],
-                ended_at=None if status in WAITING else from_iso(payload.get("ended_at")),
-                run_at=from_iso(payload.get("run_at")) or row["run_at"],
-            )
-            if "a" in event:
-                row["attempts"] = int(event["a"])
+    def record(self, job_id: str, body: str, **columns: Any) -> Row:
+        """A whole row made from a message body, then ``columns``."""
+        row = Job.values_from_message(self.decode(job_id, body))
+        del row["id"]
+        row.update(columns)
         return row
 
+    def apply(self, events: Iterable[Event]) -> int:
+        rows: dict[str, Row] = {}  # whole records, upserted
+        patches: dict[str, Row] = {}  # changed columns of jobs recorded before
+        missing: dict[str, Row] = {}  # whole records, written only if the job has no row yet
 
-def upsert(rows: dict[str, dict[str, Any]]) -> None:
-    """``INSERT ... ON CONFLICT (id) DO UPDATE`` of whole rows, the batch in one statement: on
-    PostgreSQL one array per column (``unnest``), elsewhere one prepared statement run for every
-    row (``executemany``, a C loop in-process on SQLite)."""
+        def change(job_id: str, columns: Row) -> None:
+            if job_id in rows:
+                rows[job_id].update(columns)
+            else:
+                patches.setdefault(job_id, {}).update(columns)
+
+        for event in events:
+            kind, _, rest = event.get("d", "").partition("|")
+            fields = rest.split("|", 3 if kind in ("s", "f") else 1)
+            try:
+                job_id = str(uuid.UUID(fields[0]))
+            except ValueError:
+                logger.warning("state=untrackable event=%r", event)
+                continue
+            if kind in ("e", "f"):
+                if not event.get("b"):
+                    continue  # finished meanwhile: its finish event carries the record
+                row = self.record(job_id, event["b"])
+                if kind == "e" and len(fields) > 1:
+                    row.update(status=JobStatus.SCHEDULED, run_at=from_ms(fields[1]))
+                elif kind == "f":
+                    _, status, attempts, worker = fields
+                    row.update(outcome(json.loads(event["p"])))
+                    row.update(status=status, attempts=int(attempts), worker=worker)
+                rows[job_id] = row
+                patches.pop(job_id, None)
+                missing.pop(job_id, None)
+            elif kind == "s":
+                _, attempts, started, worker = fields
+                change(
+                    job_id,
+                    {
+                        "status": JobStatus.STARTED,
+                        "worker": worker,
+                        "attempts": int(attempts),
+                        "started_at": from_ms(started),
+                    },
+                )
+            elif kind == "q":
+                columns: Row = {"status": JobStatus.QUEUED, "worker": ""}
+                if len(fields) > 1:
+                    columns["attempts"] = int(fields[1])
+                change(job_id, columns)
+            elif kind == "c":
+                columns = {**outcome(json.loads(event["p"])), "attempts": int(fields[1])}
+                if job_id not in rows:
+                    missing[job_id] = self.record(job_id, event.get("b", ""), **columns)
+                change(job_id, columns)
+            else:
+                logger.warning("state=untrackable event=%r", event)
+        if rows or patches or missing:
+            connection = connections[router.db_for_write(Job)]
+            with transaction.atomic(using=connection.alias):
+                write(connection, rows, overwrite=True)
+                write(connection, missing, overwrite=False)
+                update(connection, patches)
+        return len(rows) + len(patches)
+
+
+def write(connection: Any, rows: dict[str, Row], *, overwrite: bool) -> None:
+    """``INSERT ... ON CONFLICT (id)`` of whole rows, the batch at once: on PostgreSQL with
+    psycopg 3 through ``COPY`` into a temporary table, elsewhere one prepared statement run for
+    every row (``executemany``, a C loop in-process on SQLite)."""
     if not rows:
         return
-    connection = connections[router.db_for_write(Job)]
     q = connection.ops.quote_name
-    pk = Job._meta.pk
-    assert pk is not None
-    columns = ", ".join(q(c) for c in ("id", *FIELDS))
-    conflict = f"ON CONFLICT ({q('id')}) DO UPDATE SET " + ", ".join(
-        f"{q(c)} = EXCLUDED.{q(c)}" for c in FIELDS
-    )
     table = q(Job._meta.db_table)
+    columns = ", ".join(q(c) for c in ("id", *FIELDS))
+    conflict = f"ON CONFLICT ({q('id')}) " + (
+        "DO UPDATE SET " + ", ".join(f"{q(c)} = EXCLUDED.{q(c)}" for c in FIELDS)
+        if overwrite
+        else "DO NOTHING"
+    )
     with connection.cursor() as cursor:
-        if connection.vendor == "postgresql":
-            types = [Job._meta.get_field(f).db_type(connection) for f in ("id", *FIELDS)]
-            arrays = ", ".join(f"%s::{t}[]" for t in types)
+        if connection.vendor == "postgresql" and is_psycopg3:
+            stage = q(Job._meta.db_table + "_stage")
+            cursor.execute(f"CREATE TEMPORARY TABLE IF NOT EXISTS {stage} (LIKE {table})")
+            with cursor.copy(f"COPY {stage} ({columns}) FROM STDIN") as copy:
+                copy.write(
+                    "".join(
+                        "\t".join([job_id, *(copy_text(row[f]) for f in FIELDS)]) + "\n"
+                        for job_id, row in rows.items()
+                    )
+                )
             cursor.execute(
-                f"INSERT INTO {table} ({columns}) SELECT * FROM unnest({arrays}) {conflict}",  # noqa: S608
-                [
-                    [uuid.UUID(i) for i in rows],
-                    *([row[f] for row in rows.values()] for f in FIELDS),
-                ],
+                f"INSERT INTO {table} ({columns}) SELECT {columns} FROM {stage} {conflict}"  # noqa: S608
             )
+            cursor.execute(f"TRUNCATE {stage}")
             return
-        adapt_time = connection.ops.adapt_datetimefield_value
         placeholders = ", ".join(["%s"] * (len(FIELDS) + 1))
         cursor.executemany(
             f"INSERT INTO {table} ({columns}) VALUES ({placeholders}) {conflict}",  # noqa: S608
-            [
-                [
-                    pk.get_db_prep_value(uuid.UUID(job_id), connection),
-                    *(adapt_time(row[f]) if f in TIME_FIELDS else row[f] for f in FIELDS),
-                ]
-                for job_id, row in rows.items()
-            ],
+            [db_values(connection, job_id, row, FIELDS) for job_id, row in rows.items()],
         )
+
+
+def update(connection: Any, patches: dict[str, Row]) -> None:
+    """``UPDATE`` of the columns each patch names; one ``executemany`` per set of columns."""
+    q = connection.ops.quote_name
+    groups: dict[tuple[str, ...], list[tuple[str, Row]]] = {}
+    for job_id, columns in patches.items():
+        groups.setdefault(tuple(sorted(columns)), []).append((job_id, columns))
+    with connection.cursor() as cursor:
+        for names, members in groups.items():
+            assignments = ", ".join(f"{q(c)} = %s" for c in names)
+            params = []
+            for job_id, columns in members:
+                pk, *values = db_values(connection, job_id, columns, names)
+                params.append([*values, pk])
+            cursor.executemany(
+                f"UPDATE {q(Job._meta.db_table)} SET {assignments} WHERE {q('id')} = %s",  # noqa: S608
+                params,
+            )
+
+
+def db_values(connection: Any, job_id: str, row: Row, names: Iterable[str]) -> list[Any]:
+    """The id, then ``row``'s values of ``names``, as the database driver takes them."""
+    pk = Job._meta.pk
+    assert pk is not None
+    adapt_time = connection.ops.adapt_datetimefield_value
+    return [
+        pk.get_db_prep_value(uuid.UUID(job_id), connection),
+        *(adapt_time(row[f]) if f in TIME_FIELDS else row[f] for f in names),
+    ]
+
+
+def copy_text(value: Any) -> str:
+    """``value`` in PostgreSQL's COPY text format."""
+    if value is None:
+        return "\\N"
+    if isinstance(value, str):
+        if "\\" in value or "\t" in value or "\n" in value or "\r" in value:
+            return (
+                value.replace("\\", "\\\\")
+                .replace("\t", "\\t")
+                .replace("\n", "\\n")
+                .replace("\r", "\\r")
+            )
+        return value
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return str(value)

@@ -112,8 +112,11 @@ class RedisBroker(Broker):
         script = self._scripts.get(name)
         if script is None:
             script = self._scripts[name] = self.client.register_script(lua.source(name))
+        keys = [self.key("msg")]
+        if get_settings().TRACKING:
+            keys.append(self.key("events"))
         try:
-            return script(keys=[self.key("msg")], args=[self.prefix, *args], client=client)
+            return script(keys=keys, args=[self.prefix, *args], client=client)
         except redis.RedisError as exc:
             raise BrokerError(f"Redis: {exc}") from exc
 
@@ -237,6 +240,9 @@ class RedisBroker(Broker):
             logger.warning("state=outbox-kept jobs=%s error=%s", len(job_ids), exc)
             return 0
         Outbox.objects.filter(job_id__in=list(job_ids)).delete()
+        if not get_settings().TRACKING:
+            # The rows only carried the jobs to Redis; untracked jobs leave no record.
+            Job.objects.filter(id__in=[m.id for m in messages]).delete()
         return sent
 
     def relay_outbox(self) -> int:
@@ -358,6 +364,8 @@ class RedisBroker(Broker):
         """Fold the event stream into the Job table; one process at a time does it."""
         from jobqueue.tracking import Tracker
 
+        if not get_settings().TRACKING:
+            return
         client = self.client
         token = uuid.uuid4().hex
         lock = self.key("tracker")
@@ -371,7 +379,9 @@ class RedisBroker(Broker):
                 if not entries:
                     break
                 tracker.apply(
-                    {text(k): text(v) for k, v in fields.items()} for _, fields in entries
+                    self.with_bodies(
+                        [{text(k): text(v) for k, v in fields.items()} for _, fields in entries]
+                    )
                 )
                 last = text(entries[-1][0])
                 client.set(self.key("tracked"), last)
@@ -387,6 +397,17 @@ class RedisBroker(Broker):
                     client.delete(lock)
             except redis.RedisError:
                 pass
+
+    def with_bodies(self, events: list[dict[str, str]]) -> list[dict[str, str]]:
+        """Events of jobs sent carry no body (it would take Redis's memory twice while the job
+        waits): read those still waiting from the msg hash, in one call."""
+        sent = [e for e in events if e.get("d", "").startswith("e|")]
+        if sent:
+            ids = [e["d"].split("|", 2)[1] for e in sent]
+            for event, body in zip(sent, self.client.hmget(self.key("msg"), ids), strict=True):
+                if body is not None:
+                    event["b"] = text(body)
+        return events
 
     # -- operators -------------------------------------------------------------------------------
     def cancel(self, job_id: str) -> bool:

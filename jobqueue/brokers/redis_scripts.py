@@ -12,13 +12,16 @@ Each script below is run after ``COMMON`` (see ``source``). Layout (``P`` is the
   P:attempts   hash   id -> times taken
   P:canceled   zset   running ids canceled -> ms (their supervisors stop them)
   P:wake:<q>   list   tokens idle workers block on (BLPOP)
-  P:events     stream what the Job table has yet to record (see jobqueue.tracking)
+  P:events     stream what the Job table has yet to record (see jobqueue.tracking); each entry
+               is d="kind|id|...", with p=result payload and b=body where a row needs them.
+               Scripts are given it as KEYS[2] only while TRACKING is on.
   P:r:<id>     string how a job ended, for RESULT_TTL seconds;  P:done  channel of finished ids
   P:sent:<id>  string marks an outbox message delivered, so a relay never sends it twice
 """
 
 COMMON = """
 local P = ARGV[1]
+local EVENTS = KEYS[2]
 local function now_ms()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -29,7 +32,7 @@ local function route(body)
   return queue, tonumber(priority)
 end
 local function event(...)
-  redis.call('XADD', P .. ':events', 'MAXLEN', '~', 1000000, '*', ...)
+  if EVENTS then redis.call('XADD', EVENTS, 'MAXLEN', '~', 1000000, '*', ...) end
 end
 local function to_queue(id, body)
   local queue, priority = route(body)
@@ -62,7 +65,7 @@ local function requeue_due(key, limit)
     drop_lease(id)
     local body = redis.call('HGET', P .. ':msg', id)
     if body and to_queue(id, body) then
-      event('k', 'q', 'i', id)
+      event('d', 'q|' .. id)
     end
   end
   return #ids
@@ -84,14 +87,13 @@ for i = 3, #ARGV, 3 do
   end
   if fresh then
     redis.call('HSET', P .. ':msg', id, body)
-    local status = 'queued'
     if run_at > 0 and run_at > now_ms() then
       redis.call('ZADD', P .. ':scheduled', run_at, id)
-      status = 'scheduled'
+      event('d', 'e|' .. id .. '|' .. ARGV[i + 2])
     else
       to_queue(id, body)
+      event('d', 'e|' .. id)
     end
-    event('k', 'e', 'i', id, 'b', body, 's', status, 'r', run_at)
     sent = sent + 1
   end
 end
@@ -114,7 +116,7 @@ for i = 5, #ARGV do
       redis.call('HSET', P .. ':owner', id, worker)
       redis.call('SADD', P .. ':w:' .. worker, id)
       local attempts = redis.call('HINCRBY', P .. ':attempts', id, 1)
-      event('k', 's', 'i', id, 'w', worker, 'a', attempts, 't', now)
+      event('d', 's|' .. id .. '|' .. attempts .. '|' .. now .. '|' .. worker)
       out[#out + 1] = id
       out[#out + 1] = body
       out[#out + 1] = attempts
@@ -129,7 +131,7 @@ return out
 FINISH = """
 local worker, ttl = ARGV[2], tonumber(ARGV[3])
 local now = now_ms()
-local done = 0
+local done, notify = 0, false
 for i = 4, #ARGV, 4 do
   local id, status, run_at, payload = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2]), ARGV[i + 3]
   if redis.call('HGET', P .. ':owner', id) == worker then
@@ -143,17 +145,19 @@ for i = 4, #ARGV, 4 do
         to_queue(id, body)
         status = 'queued'
       end
-      event('k', 'f', 'i', id, 's', status, 'p', payload, 'b', body, 'a', attempts)
     else
       redis.call('HDEL', P .. ':msg', id)
       redis.call('HDEL', P .. ':attempts', id)
       redis.call('SET', P .. ':r:' .. id, payload, 'EX', ttl)
-      event('k', 'f', 'i', id, 's', status, 'p', payload, 'b', body, 'a', attempts)
-      redis.call('PUBLISH', P .. ':done', id)
+      notify = true
     end
+    event('d', 'f|' .. id .. '|' .. status .. '|' .. attempts .. '|' .. worker,
+          'p', payload, 'b', body)
     done = done + 1
   end
 end
+-- One message per batch: a waiting producer re-reads its job's state.
+if notify then redis.call('PUBLISH', P .. ':done', '') end
 return done
 """
 
@@ -177,7 +181,7 @@ for _, id in ipairs(ids) do
     local body = redis.call('HGET', P .. ':msg', id)
     if body then
       to_queue(id, body)
-      event('k', 'q', 'i', id, 'a', attempts)
+      event('d', 'q|' .. id .. '|' .. attempts)
     end
     released = released + 1
   end
@@ -211,6 +215,7 @@ CANCEL = """
 local id, ttl, payload = ARGV[2], tonumber(ARGV[3]), ARGV[4]
 local body = redis.call('HGET', P .. ':msg', id)
 if not body then return 0 end
+local attempts = redis.call('HGET', P .. ':attempts', id) or '0'
 local now = now_ms()
 if redis.call('ZSCORE', P .. ':running', id) then
   drop_lease(id)
@@ -224,8 +229,8 @@ end
 redis.call('HDEL', P .. ':msg', id)
 redis.call('HDEL', P .. ':attempts', id)
 redis.call('SET', P .. ':r:' .. id, payload, 'EX', ttl)
-event('k', 'c', 'i', id, 'p', payload)
-redis.call('PUBLISH', P .. ':done', id)
+event('d', 'c|' .. id .. '|' .. attempts, 'p', payload, 'b', body)
+redis.call('PUBLISH', P .. ':done', '')
 return 1
 """
 

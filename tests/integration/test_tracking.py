@@ -1,0 +1,140 @@
+"""The Job table as the Redis broker's tracking writes it, batch by batch, on the real database."""
+
+import json
+from collections.abc import Iterator
+from datetime import timedelta
+from uuid import uuid4
+
+import pytest
+from django.db import transaction
+from django.test import override_settings
+from django.utils import timezone
+
+from jobqueue.brokers import Broker, get_broker
+from jobqueue.brokers.base import Outcome
+from jobqueue.models import Job
+from jobqueue.states import JobStatus
+from tests.redis_server import delete_prefix, redis_broker_settings, require_redis_broker
+from tests.testapp.tasks import add
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+AWKWARD = "tab\there, a\\backslash,\nnew line, \\N, \r, é, |pipe|"
+
+
+def redis_broker(server, tracking: bool) -> Iterator[Broker]:
+    require_redis_broker()
+    prefix = f"track{uuid4().hex[:8]}"
+    conf = {"BROKER": redis_broker_settings(server.url, prefix), "TRACKING": tracking}
+    try:
+        with override_settings(JOBQUEUE=conf):
+            yield get_broker()
+    finally:
+        delete_prefix(server, prefix)
+
+
+@pytest.fixture
+def tracked(redis_server) -> Iterator[Broker]:
+    yield from redis_broker(redis_server, tracking=True)
+
+
+@pytest.fixture
+def untracked(redis_server) -> Iterator[Broker]:
+    yield from redis_broker(redis_server, tracking=False)
+
+
+def row(broker: Broker, job_id: str) -> Job:
+    broker.sync()
+    return Job.objects.get(id=job_id)
+
+
+def finish(broker: Broker, job_id: str, status: JobStatus, started_at=None, **fields) -> None:
+    now = timezone.now()
+    broker.finish("w", [Outcome(job_id, status, started_at or now, now, **fields)])
+
+
+def test_each_sync_records_the_state_reached(tracked):
+    job = add.apply_async((AWKWARD, 1), priority=7)
+    queued = row(tracked, job.id)
+    assert (queued.status, queued.task, queued.priority) == ("queued", "tests.testapp.tasks.add", 7)
+    assert json.loads(queued.arguments)["args"] == [AWKWARD, 1]
+
+    [message] = tracked.claim(["default"], "w", 1)
+    started = row(tracked, job.id)
+    assert (started.status, started.worker, started.attempts) == ("started", "w", 1)
+    assert started.started_at is not None
+
+    finish(tracked, job.id, JobStatus.SUCCEEDED, started_at=started.started_at, result='"ok"')
+    done = row(tracked, job.id)
+    assert (done.status, done.result, done.worker, done.attempts) == ("succeeded", '"ok"', "w", 1)
+    assert done.started_at == started.started_at
+    assert done.ended_at >= done.started_at
+    assert done.arguments == queued.arguments
+
+
+def test_a_job_finished_before_any_sync_is_recorded_whole(tracked):
+    job = add.apply_async((AWKWARD, 2), queue="low")
+    tracked.claim(["low"], "w", 1)
+    finish(tracked, job.id, JobStatus.FAILED, error="ValueError: " + AWKWARD, traceback=AWKWARD)
+    failed = row(tracked, job.id)
+    assert (failed.status, failed.queue, failed.attempts) == ("failed", "low", 1)
+    assert (failed.error, failed.traceback) == ("ValueError: " + AWKWARD, AWKWARD)
+    assert json.loads(failed.arguments)["args"] == [AWKWARD, 2]
+    assert failed.enqueued_at <= failed.started_at <= failed.ended_at
+
+
+def test_a_retry_is_recorded_scheduled_then_queued_again(tracked):
+    job = add.delay(1, 1)
+    tracked.claim(["default"], "w", 1)
+    later = timezone.now() + timedelta(hours=1)
+    finish(tracked, job.id, JobStatus.SCHEDULED, error="boom", run_at=later)
+    retry = row(tracked, job.id)
+    assert (retry.status, retry.error, retry.run_at) == ("scheduled", "boom", later)
+    assert tracked.release("w") == 0  # the worker holds it no more
+    finish(tracked, job.id, JobStatus.SUCCEEDED)  # a late finish of a job it lost: ignored
+    assert row(tracked, job.id).status == "scheduled"
+
+
+def test_a_canceled_running_job_keeps_its_worker_and_start(tracked):
+    job = add.delay(1, 1)
+    tracked.claim(["default"], "w", 1)
+    started = row(tracked, job.id)
+    assert job.cancel()
+    canceled = row(tracked, job.id)
+    assert (canceled.status, canceled.worker) == ("canceled", "w")
+    assert canceled.started_at == started.started_at
+    assert canceled.ended_at is not None
+
+
+def test_a_job_canceled_before_any_sync_is_recorded(tracked):
+    job = add.delay(1, 1)
+    assert job.cancel()
+    canceled = row(tracked, job.id)
+    assert (canceled.status, canceled.task) == ("canceled", "tests.testapp.tasks.add")
+
+
+def test_a_malformed_event_is_skipped_and_the_rest_recorded(tracked, redis_server):
+    good = add.delay(1, 1)
+    client = redis_server.client()
+    events = f"{tracked.prefix}:events"
+    client.xadd(events, {"d": "s|not-a-uuid|1|0|w"})
+    client.xadd(events, {"d": "z|" + str(uuid4())})
+    client.xadd(events, {"x": "no d at all"})
+    later = add.delay(2, 2)
+    tracked.sync()
+    assert Job.objects.filter(id__in=[good.id, later.id]).count() == 2
+    assert client.xlen(events) <= 1  # folded and trimmed
+
+
+def test_untracked_jobs_run_and_report_but_leave_no_row(untracked, redis_server):
+    job = add.delay(2, 3)
+    with transaction.atomic():
+        in_transaction = add.delay(4, 5)  # the outbox holds its row until delivery
+    [first, second] = untracked.claim(["default"], "w", 2)
+    finish(untracked, first.id, JobStatus.SUCCEEDED, result="5")
+    finish(untracked, second.id, JobStatus.SUCCEEDED, result="9")
+    assert job.get(timeout=1) == 5
+    assert in_transaction.get(timeout=1) == 9
+    untracked.sync()
+    assert not Job.objects.exists()
+    assert not redis_server.client().exists(f"{untracked.prefix}:events")
