@@ -129,22 +129,24 @@ class Consumer:
 
     def step(self) -> bool:
         """Claim and run one batch; False when a burst has nothing left to run."""
+        messages = self.broker.claim(self.queues, self.name, self.batch_size)
+        if messages:
+            began = time.monotonic()
+            self.run_batch(messages)
+            self.flush()
+            elapsed = time.monotonic() - began
+            self.batch_size = self.next_batch_size(self.batch_size, len(messages), elapsed)
+        # Due jobs are moved after the claim, so a worker woken for a job starts it first.
         now = time.monotonic()
         if now >= self.next_promotion:
             self.broker.promote_due()
             self.next_promotion = now + get_settings().POLL_INTERVAL
-        messages = self.broker.claim(self.queues, self.name, self.batch_size)
-        if not messages:
-            self.flush()
-            if self.burst:
-                return bool(self.broker.promote_due())
-            self.broker.wait(self.queues, timeout=1.0)
+        if messages:
             return True
-        began = time.monotonic()
-        self.run_batch(messages)
         self.flush()
-        elapsed = time.monotonic() - began
-        self.batch_size = self.next_batch_size(self.batch_size, len(messages), elapsed)
+        if self.burst:
+            return bool(self.broker.promote_due())
+        self.broker.wait(self.queues, timeout=1.0)
         return True
 
     def pause(self, seconds: float) -> None:

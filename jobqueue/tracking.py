@@ -154,12 +154,8 @@ def write(connection: Any, rows: dict[str, Row], *, overwrite: bool) -> None:
             stage = q(Job._meta.db_table + "_stage")
             cursor.execute(f"CREATE TEMPORARY TABLE IF NOT EXISTS {stage} (LIKE {table})")
             with cursor.copy(f"COPY {stage} ({columns}) FROM STDIN") as copy:
-                copy.write(
-                    "".join(
-                        "\t".join([job_id, *(copy_text(row[f]) for f in FIELDS)]) + "\n"
-                        for job_id, row in rows.items()
-                    )
-                )
+                for job_id, row in rows.items():
+                    copy.write_row([job_id, *(row[f] for f in FIELDS)])
             cursor.execute(
                 f"INSERT INTO {table} ({columns}) SELECT {columns} FROM {stage} {conflict}"  # noqa: S608
             )
@@ -201,20 +197,3 @@ def db_values(connection: Any, job_id: str, row: Row, names: Iterable[str]) -> l
         *(adapt_time(row[f]) if f in TIME_FIELDS else row[f] for f in names),
     ]
 
-
-def copy_text(value: Any) -> str:
-    """``value`` in PostgreSQL's COPY text format."""
-    if value is None:
-        return "\\N"
-    if isinstance(value, str):
-        if "\\" in value or "\t" in value or "\n" in value or "\r" in value:
-            return (
-                value.replace("\\", "\\\\")
-                .replace("\t", "\\t")
-                .replace("\n", "\\n")
-                .replace("\r", "\\r")
-            )
-        return value
-    if isinstance(value, datetime):
-        return value.isoformat()
-    return str(value)
