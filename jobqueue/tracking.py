@@ -196,4 +196,3 @@ def db_values(connection: Any, job_id: str, row: Row, names: Iterable[str]) -> l
         pk.get_db_prep_value(uuid.UUID(job_id), connection),
         *(adapt_time(row[f]) if f in TIME_FIELDS else row[f] for f in names),
     ]
-

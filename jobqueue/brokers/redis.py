@@ -399,15 +399,27 @@ class RedisBroker(Broker):
                 pass
 
     def with_bodies(self, events: list[dict[str, str]]) -> list[dict[str, str]]:
-        """Events of jobs sent carry no body (it would take Redis's memory twice while the job
-        waits): read those still waiting from the msg hash, in one call."""
-        sent = [e for e in events if e.get("d", "").startswith("e|")]
+        """One event per job, with the body of each job sent. The stream keeps these events
+        short while the jobs wait (one event for the jobs sent together, no body: that would take
+        Redis's memory twice); the bodies of those still waiting are read in one call."""
+        expanded: list[dict[str, str]] = []
+        sent: list[dict[str, str]] = []
+        for event in events:
+            kind, _, rest = event.get("d", "").partition("|")
+            if kind != "e":
+                expanded.append(event)
+                continue
+            job_ids, _, run_at = rest.partition("|")
+            for job_id in job_ids.split(","):
+                one = {"d": f"e|{job_id}|{run_at}" if run_at else f"e|{job_id}"}
+                expanded.append(one)
+                sent.append(one)
         if sent:
             ids = [e["d"].split("|", 2)[1] for e in sent]
             for event, body in zip(sent, self.client.hmget(self.key("msg"), ids), strict=True):
                 if body is not None:
                     event["b"] = text(body)
-        return events
+        return expanded
 
     # -- operators -------------------------------------------------------------------------------
     def cancel(self, job_id: str) -> bool:

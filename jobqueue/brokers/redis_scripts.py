@@ -13,7 +13,8 @@ Each script below is run after ``COMMON`` (see ``source``). Layout (``P`` is the
   P:canceled   zset   running ids canceled -> ms (their supervisors stop them)
   P:wake:<q>   list   tokens idle workers block on (BLPOP)
   P:events     stream what the Job table has yet to record (see jobqueue.tracking); each entry
-               is d="kind|id|...", with p=result payload and b=body where a row needs them.
+               is d="kind|id|...", with p=result payload and b=body where a row needs them
+               (a batch of jobs sent together: d="e|id,id,...").
                Scripts are given it as KEYS[2] only while TRACKING is on.
   P:r:<id>     string how a job ended, for RESULT_TTL seconds;  P:done  channel of finished ids
   P:sent:<id>  string marks an outbox message delivered, so a relay never sends it twice
@@ -75,7 +76,7 @@ end
 # ARGV: P, dedup_ttl (0: a fresh send), then per message: id, body, run_at_ms (0: now)
 ENQUEUE = """
 local ttl = tonumber(ARGV[2])
-local sent = 0
+local sent, queued = 0, {}
 for i = 3, #ARGV, 3 do
   local id, body, run_at = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2])
   local fresh = true
@@ -92,11 +93,13 @@ for i = 3, #ARGV, 3 do
       event('d', 'e|' .. id .. '|' .. ARGV[i + 2])
     else
       to_queue(id, body)
-      event('d', 'e|' .. id)
+      queued[#queued + 1] = id
     end
     sent = sent + 1
   end
 end
+-- The jobs queued now share one event: the stream costs little memory per waiting job.
+if #queued > 0 then event('d', 'e|' .. table.concat(queued, ',')) end
 return sent
 """
 

@@ -72,6 +72,15 @@ def test_each_sync_records_the_state_reached(tracked):
     assert done.arguments == queued.arguments
 
 
+def test_jobs_sent_together_share_one_event(tracked, redis_server):
+    jobs = add.map([(i, i) for i in range(5)])
+    later = add.apply_async((9, 9), countdown=60)
+    assert redis_server.client().xlen(f"{tracked.prefix}:events") == 2
+    tracked.sync()
+    table = {str(job.id): job.status for job in Job.objects.all()}
+    assert table == {**{job.id: "queued" for job in jobs}, later.id: "scheduled"}
+
+
 def test_a_job_finished_before_any_sync_is_recorded_whole(tracked):
     job = add.apply_async((AWKWARD, 2), queue="low")
     tracked.claim(["low"], "w", 1)
