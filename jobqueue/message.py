@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import threading
 import time
 import uuid
@@ -11,6 +12,7 @@ from datetime import datetime
 
 from django.utils import timezone
 
+CANONICAL_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 _lock = threading.Lock()
 _last = 0
 
@@ -25,7 +27,15 @@ def new_job_id() -> str:
         _last = stamp
     high = (stamp >> 12) << 16 | 0x7000 | (stamp & 0xFFF)
     low = int.from_bytes(os.urandom(8)) & ((1 << 62) - 1) | (1 << 63)
-    return str(uuid.UUID(int=high << 64 | low))
+    h = f"{high << 64 | low:032x}"
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+def canonical_job_id(value: object) -> str:
+    """``value`` as a job id in its one spelling (a lowercase hyphenated UUID); ValueError if
+    it is none."""
+    text = str(value)
+    return text if CANONICAL_ID.fullmatch(text) else str(uuid.UUID(text))
 
 
 @dataclass

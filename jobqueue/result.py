@@ -12,6 +12,7 @@ from jobqueue.brokers import get_broker
 from jobqueue.brokers.base import JobState
 from jobqueue.conf import get_settings
 from jobqueue.exceptions import JobCanceled, JobFailed, JobNotFound, ResultExpired
+from jobqueue.message import canonical_job_id
 from jobqueue.serialization import loads
 from jobqueue.states import JobStatus
 
@@ -21,7 +22,7 @@ class JobResult:
 
     def __init__(self, job_id: str | uuid.UUID) -> None:
         try:
-            self.id = str(uuid.UUID(str(job_id)))
+            self.id = canonical_job_id(job_id)
         except ValueError:
             raise ValueError(f"{job_id!r} is not a job id (a UUID)") from None
 

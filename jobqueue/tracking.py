@@ -21,7 +21,7 @@ from typing import Any
 from django.db import connections, router, transaction
 from django.db.backends.postgresql.psycopg_any import is_psycopg3
 
-from jobqueue.message import Message
+from jobqueue.message import Message, canonical_job_id
 from jobqueue.models import Job
 from jobqueue.states import WAITING, JobStatus
 
@@ -86,7 +86,7 @@ class Tracker:
             kind, _, rest = event.get("d", "").partition("|")
             fields = rest.split("|", 3 if kind in ("s", "f") else 1)
             try:
-                job_id = str(uuid.UUID(fields[0]))
+                job_id = canonical_job_id(fields[0])
             except ValueError:
                 logger.warning("state=untrackable event=%r", event)
                 continue
