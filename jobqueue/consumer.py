@@ -130,6 +130,13 @@ class Consumer:
     def step(self) -> bool:
         """Claim and run one batch; False when a burst has nothing left to run."""
         messages = self.broker.claim(self.queues, self.name, self.batch_size)
+        if not messages:
+            self.flush()
+            if self.burst:
+                return bool(self.broker.promote_due())
+            messages = self.broker.wait_and_claim(
+                self.queues, self.name, self.batch_size, timeout=1.0
+            )
         if messages:
             began = time.monotonic()
             self.run_batch(messages)
@@ -141,12 +148,6 @@ class Consumer:
         if now >= self.next_promotion:
             self.broker.promote_due()
             self.next_promotion = now + get_settings().POLL_INTERVAL
-        if messages:
-            return True
-        self.flush()
-        if self.burst:
-            return bool(self.broker.promote_due())
-        self.broker.wait(self.queues, timeout=1.0)
         return True
 
     def pause(self, seconds: float) -> None:

@@ -74,6 +74,14 @@ class Broker(ABC):
     def wait(self, queues: Sequence[str], timeout: float) -> None:
         """Block until a message may be runnable, or ``timeout`` seconds; never spin."""
 
+    def wait_and_claim(
+        self, queues: Sequence[str], worker: str, limit: int, timeout: float
+    ) -> list[Message]:
+        """``wait``, then ``claim``; a broker that can claim the moment the wait ends, without
+        a second round trip, does so."""
+        self.wait(queues, timeout)
+        return self.claim(queues, worker, limit)
+
     @abstractmethod
     def finish(self, worker: str, outcomes: Sequence[Outcome]) -> None:
         """Record how ``worker``'s runs ended and end their leases (the ack)."""

@@ -109,16 +109,24 @@ class RedisBroker(Broker):
 
     def run(self, name: str, *args: Any, client: Any = None) -> Any:
         """Run a script with the prefix as its first argument; Redis errors become BrokerError."""
+        script = self.script(name)
+        try:
+            return script(keys=self.script_keys(), args=[self.prefix, *args], client=client)
+        except redis.RedisError as exc:
+            raise BrokerError(f"Redis: {exc}") from exc
+
+    def script(self, name: str) -> Any:
+        """Script ``name``, registered with the client (which loads it into Redis on first use)."""
         script = self._scripts.get(name)
         if script is None:
             script = self._scripts[name] = self.client.register_script(lua.source(name))
-        keys = [self.key("msg")]
+        return script
+
+    def script_keys(self) -> list[str]:
+        """The keys every script declares: the events stream only while tracking is on."""
         if get_settings().TRACKING:
-            keys.append(self.key("events"))
-        try:
-            return script(keys=keys, args=[self.prefix, *args], client=client)
-        except redis.RedisError as exc:
-            raise BrokerError(f"Redis: {exc}") from exc
+            return [self.key("msg"), self.key("events")]
+        return [self.key("msg")]
 
     def close(self) -> None:
         if self._client is not None and self.cache is None:
@@ -258,20 +266,49 @@ class RedisBroker(Broker):
 
     # -- workers ---------------------------------------------------------------------------------
     def claim(self, queues: Sequence[str], worker: str, limit: int) -> list[Message]:
-        lease_ms = int(get_settings().LEASE_TIMEOUT * 1000)
-        flat = self.run("CLAIM", worker, limit, lease_ms, *queues)
+        return self.leased(self.run("CLAIM", *self.claim_args(queues, worker, limit)))
+
+    def wait(self, queues: Sequence[str], timeout: float) -> None:
+        try:
+            self.client.blpop(self.wake_keys(queues), timeout=max(timeout, 0.01))
+        except redis.RedisError as exc:
+            raise BrokerError(f"Redis: {exc}") from exc
+
+    def wait_and_claim(
+        self, queues: Sequence[str], worker: str, limit: int, timeout: float
+    ) -> list[Message]:
+        """BLPOP and the claim script sent together: Redis runs the claim the moment the wait
+        ends, so a job sent to an idle worker costs it no second round trip."""
+        script = self.script("CLAIM")
+        keys = self.script_keys()
+        pipe = self.client.pipeline(transaction=False)
+        pipe.blpop(self.wake_keys(queues), timeout=max(timeout, 0.01))
+        pipe.evalsha(
+            script.sha, len(keys), *keys, self.prefix, *self.claim_args(queues, worker, limit)
+        )
+        try:
+            _, flat = pipe.execute()
+        except redis.exceptions.NoScriptError:
+            self.client.script_load(script.script)  # Redis restarted: the next claim will do
+            return []
+        except redis.RedisError as exc:
+            raise BrokerError(f"Redis: {exc}") from exc
+        return self.leased(flat)
+
+    def claim_args(self, queues: Sequence[str], worker: str, limit: int) -> list[Any]:
+        return [worker, limit, int(get_settings().LEASE_TIMEOUT * 1000), *queues]
+
+    def wake_keys(self, queues: Sequence[str]) -> list[str]:
+        return [self.key("wake", q) for q in queues]
+
+    def leased(self, flat: list[Any]) -> list[Message]:
+        """The messages of a CLAIM reply: id, body, attempts, ..."""
         messages = []
         for i in range(0, len(flat), 3):
             message = self.decode(text(flat[i]), text(flat[i + 1]))
             message.attempts = int(flat[i + 2])
             messages.append(message)
         return messages
-
-    def wait(self, queues: Sequence[str], timeout: float) -> None:
-        try:
-            self.client.blpop([self.key("wake", q) for q in queues], timeout=max(timeout, 0.01))
-        except redis.RedisError as exc:
-            raise BrokerError(f"Redis: {exc}") from exc
 
     def finish(self, worker: str, outcomes: Sequence[Outcome]) -> None:
         if not outcomes:

@@ -496,6 +496,28 @@ def test_wait_returns_soon_after_an_enqueue_from_elsewhere(broker):
     assert len(claim_ids(broker)) == 1
 
 
+def test_wait_and_claim_hands_over_the_job_sent_meanwhile(broker):
+    if isinstance(broker, DatabaseBroker) and connection.vendor != "postgresql":
+        pytest.skip("the database broker polls on SQLite; LISTEN/NOTIFY is PostgreSQL's")
+    assert broker.wait_and_claim(["default"], "w", 5, timeout=0.1) == []
+    job = add.message((1, 1))
+
+    def send() -> None:
+        mine = another_broker()
+        try:
+            mine.enqueue([job])
+        finally:
+            mine.close()
+            connections.close_all()
+
+    threading.Timer(0.2, send).start()
+    began = time.monotonic()
+    [message] = broker.wait_and_claim(["default"], "w", 5, timeout=10)
+    assert 0.15 < time.monotonic() - began < 5
+    assert (message.id, message.attempts) == (job.id, 1)
+    assert claim_ids(broker) == []
+
+
 # -- a worker's loop -------------------------------------------------------------------------------
 
 

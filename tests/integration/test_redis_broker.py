@@ -71,3 +71,13 @@ def test_the_admin_list_shows_jobs_not_yet_tracked(redis_server, client):
         client.force_login(User.objects.create_superuser("admin", "a@example.com", "pw"))
         page = client.get("/admin/jobqueue/job/").content.decode()
         assert job.id in page
+
+
+def test_a_worker_waiting_after_redis_lost_its_scripts_claims_once_reloaded(redis_server):
+    with override_settings(JOBQUEUE={"BROKER": redis_broker_settings(redis_server.url, "nos")}):
+        broker = get_broker()
+        job = add.delay(1, 1)
+        redis_server.client().script_flush()
+        assert broker.wait_and_claim(["default"], "w", 5, timeout=0.1) == []
+        [message] = broker.wait_and_claim(["default"], "w", 5, timeout=0.1)
+        assert message.id == job.id
