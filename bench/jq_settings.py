@@ -2,6 +2,7 @@
 
 BENCH_BROKER   redis | database
 BENCH_DB       postgresql | sqlite   (the Job table; the queue itself with the database broker)
+BENCH_TRACKING 1 | 0                 (JOBQUEUE["TRACKING"], the Redis broker's Job table rows)
 BENCH_REDIS_URL, BENCH_PG_NAME, BENCH_SQLITE_PATH  set by the harness.
 """
 
@@ -41,7 +42,11 @@ else:
     BROKER = {"BACKEND": "jobqueue.brokers.database.DatabaseBroker"}
 
 # An idle worker on SQLite polls; 0.05 s, like django-tasks-db's db_worker --interval here.
-JOBQUEUE = {"BROKER": BROKER, "POLL_INTERVAL": float(os.environ.get("BENCH_JQ_POLL", "0.05"))}
+JOBQUEUE = {
+    "BROKER": BROKER,
+    "POLL_INTERVAL": float(os.environ.get("BENCH_JQ_POLL", "0.05")),
+    "TRACKING": os.environ.get("BENCH_TRACKING", "1") == "1",
+}
 
 LOGGING = {
     "version": 1,

@@ -72,6 +72,16 @@ GROUPS: list[list[Config]] = [
     ],
     [Config("dramatiq", "redis", "Dramatiq 2.2, -p P -t 4", "redis")],
     [Config("huey", "process", "Huey 3.5, Redis, -k process -w P", "redis")],
+    # jobqueue itself with JOBQUEUE["TRACKING"] = False: no Job table rows for Redis jobs.
+    [
+        Config(
+            "jobqueue",
+            "redis-untracked",
+            "jobqueue, Redis broker (tracking off)",
+            "redis",
+            needs_pg=True,
+        )
+    ],
     [
         Config(
             "django-tasks-db",
@@ -327,7 +337,10 @@ class Harness:
             | {
                 c.key: {
                     "label": c.label,
-                    "ref": f"jobqueue/{c.ref}"
+                    # jobqueue's own variants are not compared with jobqueue.
+                    "ref": None
+                    if c.peer == "jobqueue"
+                    else f"jobqueue/{c.ref}"
                     if pg or c.ref != "redis"
                     else "jobqueue/redis-sqlite",
                 }

@@ -18,6 +18,7 @@ class JobqueueAdapter(Adapter):
     env = "jobqueue"
     configs = {
         "redis": "Redis broker, tracking on (Job table in PostgreSQL)",
+        "redis-untracked": "Redis broker, tracking off (JOBQUEUE['TRACKING'] = False)",
         "db-postgresql": "database broker, PostgreSQL",
         "db-sqlite": "database broker, SQLite",
     }
@@ -26,12 +27,14 @@ class JobqueueAdapter(Adapter):
         super().__init__(config)
         broker, _, db = config.partition("-")
         self.broker = "redis" if broker == "redis" else "database"
-        self.db = db or "postgresql"
+        self.tracking = db != "untracked"
+        self.db = db if db in ("postgresql", "sqlite") else "postgresql"
         self.uses_redis = self.broker == "redis"
         if self.broker == "database":
             self.poll_interval = 0.025
         os.environ["BENCH_BROKER"] = self.broker
         os.environ["BENCH_DB"] = self.db
+        os.environ["BENCH_TRACKING"] = "1" if self.tracking else "0"
         os.environ["DJANGO_SETTINGS_MODULE"] = "bench.jq_settings"
 
     def setup(self) -> None:
@@ -84,7 +87,7 @@ class JobqueueAdapter(Adapter):
             return int(cursor.fetchone()[0])
 
     def tracked(self) -> int | None:
-        if not self.uses_redis:
+        if not self.uses_redis or not self.tracking:
             return None
         from jobqueue.models import Job
 
