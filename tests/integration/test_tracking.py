@@ -60,6 +60,7 @@ def test_each_sync_records_the_state_reached(tracked):
     assert json.loads(queued.arguments)["args"] == [AWKWARD, 1]
 
     [message] = tracked.claim(["default"], "w", 1)
+    assert message.id == job.id
     started = row(tracked, job.id)
     assert (started.status, started.worker, started.attempts) == ("started", "w", 1)
     assert started.started_at is not None
