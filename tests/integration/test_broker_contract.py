@@ -274,6 +274,14 @@ def test_release_returns_jobs_and_gives_back_attempts_of_jobs_that_never_ran(bro
     assert again == {ran.id: 2, never_ran.id: 1}
 
 
+def test_a_job_given_back_runs_before_those_sent_after_it(broker):
+    first, second, third = add.map([(1, 1), (2, 2), (3, 3)])
+    assert claim_ids(broker, limit=1) == [first.id]
+    broker.release("w")
+    urgent_job = add.apply_async((4, 4), priority=5)
+    assert claim_ids(broker, limit=4) == [urgent_job.id, first.id, second.id, third.id]
+
+
 def test_release_leaves_other_workers_jobs_alone(broker):
     mine, theirs = add.map([(1, 1), (2, 2)])
     broker.claim(["default"], "me", 1)
