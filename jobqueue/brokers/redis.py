@@ -3,7 +3,7 @@
 Claims are atomic: a Lua script pops the next ids from the served queues (in order; by priority,
 then age) and records them as leased to the worker in the same step, so no job is ever "popped
 but not yet recorded" (the gap where RQ can lose one). Idle workers block on a wake-up list
-(BLPOP), so an enqueue reaches them at once. Leases, retries and countdowns live in sorted sets
+(BLPOP) with their claim queued behind it, so an enqueue reaches them at once. Leases, retries and countdowns live in sorted sets
 scored by Redis's own clock; a week's delay is as safe as a second's, and nothing is redelivered
 for taking long while its worker renews the lease.
 
