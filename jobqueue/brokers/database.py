@@ -95,7 +95,11 @@ class DatabaseBroker(Broker):
         return connections[self.db_alias()]
 
     def enqueue(self, messages: Sequence[Message]) -> None:
-        Job.objects.bulk_create([Job.from_message(m) for m in messages])
+        if len(messages) == 1:
+            # One INSERT in autocommit; bulk_create would wrap it in BEGIN ... COMMIT.
+            Job.from_message(messages[0]).save(force_insert=True)
+        else:
+            Job.objects.bulk_create([Job.from_message(m) for m in messages])
 
     def claim(self, queues: Sequence[str], worker: str, limit: int) -> list[Message]:
         claimed: list[Message] = []

@@ -3,9 +3,9 @@
 Claims are atomic: a Lua script pops the next ids from the served queues (in order; by priority,
 then age) and records them as leased to the worker in the same step, so no job is ever "popped
 but not yet recorded" (the gap where RQ can lose one). Idle workers block on a wake-up list
-(BLPOP) with their claim queued behind it, so an enqueue reaches them at once. Leases, retries and countdowns live in sorted sets
-scored by Redis's own clock; a week's delay is as safe as a second's, and nothing is redelivered
-for taking long while its worker renews the lease.
+(BLPOP) with their claim queued behind it, so an enqueue reaches them at once. Leases, retries
+and countdowns live in sorted sets scored by Redis's own clock; a week's delay is as safe as a
+second's, and nothing is redelivered for taking long while its worker renews the lease.
 
 The Job table is written in batches from an event stream (``jobqueue.tracking``), so a plain
 ``.delay()`` costs one Redis round trip. Inside a transaction, or while Redis cannot be reached,
@@ -52,6 +52,7 @@ CHUNK = 500  # messages per script call
 DEDUP_TTL = 7 * 24 * 3600  # seconds a delivery mark keeps an outbox message from a second send
 OUTBOX_GRACE = timedelta(seconds=2)  # an outbox entry younger than this is left to its on_commit
 SYNC_LOCK_MS = 10_000
+TRACK_BATCH = 5000  # jobs' events folded into one write of the Job table
 
 
 def text(value: Any) -> str:
@@ -398,7 +399,8 @@ class RedisBroker(Broker):
             pubsub.close()
 
     def sync(self) -> None:
-        """Fold the event stream into the Job table; one process at a time does it."""
+        """Fold the event stream into the Job table, ``TRACK_BATCH`` jobs' events per write; one
+        process at a time does it."""
         from jobqueue.tracking import Tracker
 
         if not get_settings().TRACKING:
@@ -411,20 +413,26 @@ class RedisBroker(Broker):
                 return
             tracker = Tracker(lambda job_id, body: self.decode(job_id, body, verify=False))
             last = text(client.get(self.key("tracked")) or b"0-0")
+            batch: list[dict[str, str]] = []
+
+            def write(through: str) -> None:
+                tracker.apply(self.with_bodies(batch))
+                batch.clear()
+                client.set(self.key("tracked"), through)
+                client.xtrim(self.key("events"), minid=through, approximate=False)
+                client.pexpire(lock, SYNC_LOCK_MS)
+
             while True:
                 entries = client.xrange(self.key("events"), min=f"({last}", count=1000)
-                if not entries:
-                    break
-                tracker.apply(
-                    self.with_bodies(
-                        [{text(k): text(v) for k, v in fields.items()} for _, fields in entries]
-                    )
-                )
-                last = text(entries[-1][0])
-                client.set(self.key("tracked"), last)
-                client.xtrim(self.key("events"), minid=last, approximate=False)
+                for entry_id, fields in entries:
+                    batch.extend(one_per_job({text(k): text(v) for k, v in fields.items()}))
+                    last = text(entry_id)
+                    if len(batch) >= TRACK_BATCH:
+                        write(last)
                 if len(entries) < 1000:
                     break
+            if batch:
+                write(last)
         except redis.RedisError as exc:
             # Tracking catches up on the next sync; the jobs themselves are safe in Redis.
             logger.warning("state=tracking-deferred error=%s", exc)
@@ -436,27 +444,15 @@ class RedisBroker(Broker):
                 pass
 
     def with_bodies(self, events: list[dict[str, str]]) -> list[dict[str, str]]:
-        """One event per job, with the body of each job sent. The stream keeps these events
-        short while the jobs wait (one event for the jobs sent together, no body: that would take
-        Redis's memory twice); the bodies of those still waiting are read in one call."""
-        expanded: list[dict[str, str]] = []
-        sent: list[dict[str, str]] = []
-        for event in events:
-            kind, _, rest = event.get("d", "").partition("|")
-            if kind != "e":
-                expanded.append(event)
-                continue
-            job_ids, _, run_at = rest.partition("|")
-            for job_id in job_ids.split(","):
-                one = {"d": f"e|{job_id}|{run_at}" if run_at else f"e|{job_id}"}
-                expanded.append(one)
-                sent.append(one)
+        """The events, with the body of each job sent that is still waiting, read in one call
+        (the stream does not carry them: that would take Redis's memory twice per job)."""
+        sent = [e for e in events if e.get("d", "").startswith("e|")]
         if sent:
             ids = [e["d"].split("|", 2)[1] for e in sent]
             for event, body in zip(sent, self.client.hmget(self.key("msg"), ids), strict=True):
                 if body is not None:
                     event["b"] = text(body)
-        return expanded
+        return events
 
     # -- operators -------------------------------------------------------------------------------
     def cancel(self, job_id: str) -> bool:
@@ -521,6 +517,16 @@ class RedisBroker(Broker):
                 "queued jobs (set maxmemory-policy noeviction)"
             )
         return warnings
+
+
+def one_per_job(event: dict[str, str]) -> list[dict[str, str]]:
+    """The jobs sent together share one event in the stream (``e|id,id,...``): one each."""
+    kind, _, rest = event.get("d", "").partition("|")
+    if kind != "e":
+        return [event]
+    job_ids, _, run_at = rest.partition("|")
+    suffix = f"|{run_at}" if run_at else ""
+    return [{"d": f"e|{job_id}{suffix}"} for job_id in job_ids.split(",")]
 
 
 def result_ttl() -> int:
