@@ -16,7 +16,8 @@ Each script below is run after ``COMMON`` (see ``source``). Layout (``P`` is the
   P:wake:<q>   list   tokens idle workers block on (BLPOP)
   P:events     stream what the Job table has yet to record (see jobqueue.tracking); each entry
                is d="kind|id|...", with p=result payload and b=body where a row needs them
-               (a batch of jobs sent together: d="e|id,id,...").
+               (jobs sent or claimed together share one: d="e|id,id,...",
+               d="s|id:attempts,id:attempts,...|ms|worker").
                Scripts are given it as KEYS[2] only while TRACKING is on.
   P:r:<id>     string how a job ended, for RESULT_TTL seconds;  P:done  channel of finished ids
   P:sent:<id>  string marks an outbox message delivered, so a relay never sends it twice
@@ -118,7 +119,7 @@ return sent
 CLAIM = """
 local worker, limit, lease = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
 local now = now_ms()
-local out = {}
+local out, started = {}, {}
 for i = 5, #ARGV do
   local levels = P .. ':levels:' .. ARGV[i]
   while limit > 0 do
@@ -136,7 +137,7 @@ for i = 5, #ARGV do
         redis.call('HSET', P .. ':owner', id, worker)
         redis.call('SADD', P .. ':w:' .. worker, id)
         local attempts = redis.call('HINCRBY', P .. ':attempts', id, 1)
-        event('d', 's|' .. id .. '|' .. attempts .. '|' .. now .. '|' .. worker)
+        started[#started + 1] = id .. ':' .. attempts
         out[#out + 1] = id
         out[#out + 1] = body
         out[#out + 1] = attempts
@@ -144,6 +145,9 @@ for i = 5, #ARGV do
       end
     end
   end
+end
+if #started > 0 then
+  event('d', 's|' .. table.concat(started, ',') .. '|' .. now .. '|' .. worker)
 end
 return out
 """

@@ -73,13 +73,20 @@ def test_each_sync_records_the_state_reached(tracked):
     assert done.arguments == queued.arguments
 
 
-def test_jobs_sent_together_share_one_event(tracked, redis_server):
+def test_jobs_sent_or_claimed_together_share_one_event(tracked, redis_server):
+    events = f"{tracked.prefix}:events"
     jobs = add.map([(i, i) for i in range(5)])
     later = add.apply_async((9, 9), countdown=60)
-    assert redis_server.client().xlen(f"{tracked.prefix}:events") == 2
+    assert redis_server.client().xlen(events) == 2
     tracked.sync()
     table = {str(job.id): job.status for job in Job.objects.all()}
     assert table == {**{job.id: "queued" for job in jobs}, later.id: "scheduled"}
+    assert len(tracked.claim(["default"], "w", 3)) == 3
+    assert redis_server.client().xlen(events) == 1
+    tracked.sync()
+    started = Job.objects.filter(status="started")
+    assert {str(job.id) for job in started} == {job.id for job in jobs[:3]}
+    assert {(job.worker, job.attempts) for job in started} == {("w", 1)}
 
 
 def test_a_job_finished_before_any_sync_is_recorded_whole(tracked):
