@@ -15,6 +15,7 @@ import json
 import logging
 import uuid
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -58,6 +59,26 @@ def outcome(payload: dict[str, Any]) -> Row:
     return columns
 
 
+@dataclass
+class Changes:
+    """What a batch of events does to the Job table."""
+
+    rows: dict[str, Row] = field(default_factory=dict)  # whole records, upserted
+    patches: dict[str, Row] = field(default_factory=dict)  # columns of jobs recorded before
+    missing: dict[str, Row] = field(default_factory=dict)  # whole records, if the job has none
+
+    def whole(self, job_id: str, row: Row) -> None:
+        self.rows[job_id] = row
+        self.patches.pop(job_id, None)
+        self.missing.pop(job_id, None)
+
+    def change(self, job_id: str, columns: Row) -> None:
+        if job_id in self.rows:
+            self.rows[job_id].update(columns)
+        else:
+            self.patches.setdefault(job_id, {}).update(columns)
+
+
 class Tracker:
     """Folds a batch of events into whole rows and column patches, and writes them."""
 
@@ -72,67 +93,59 @@ class Tracker:
         return row
 
     def apply(self, events: Iterable[Event]) -> int:
-        rows: dict[str, Row] = {}  # whole records, upserted
-        patches: dict[str, Row] = {}  # changed columns of jobs recorded before
-        missing: dict[str, Row] = {}  # whole records, written only if the job has no row yet
-
-        def change(job_id: str, columns: Row) -> None:
-            if job_id in rows:
-                rows[job_id].update(columns)
-            else:
-                patches.setdefault(job_id, {}).update(columns)
-
+        changes = Changes()
         for event in events:
-            kind, _, rest = event.get("d", "").partition("|")
-            fields = rest.split("|", 3 if kind in ("s", "f") else 1)
             try:
-                job_id = canonical_job_id(fields[0])
-            except ValueError:
-                logger.warning("state=untrackable event=%r", event)
-                continue
-            if kind in ("e", "f"):
-                if not event.get("b"):
-                    continue  # finished meanwhile: its finish event carries the record
-                row = self.record(job_id, event["b"])
-                if kind == "e" and len(fields) > 1:
-                    row.update(status=JobStatus.SCHEDULED, run_at=from_ms(fields[1]))
-                elif kind == "f":
-                    _, status, attempts, worker = fields
-                    row.update(outcome(json.loads(event["p"])))
-                    row.update(status=status, attempts=int(attempts), worker=worker)
-                rows[job_id] = row
-                patches.pop(job_id, None)
-                missing.pop(job_id, None)
-            elif kind == "s":
-                _, attempts, started, worker = fields
-                change(
-                    job_id,
-                    {
-                        "status": JobStatus.STARTED,
-                        "worker": worker,
-                        "attempts": int(attempts),
-                        "started_at": from_ms(started),
-                    },
-                )
-            elif kind == "q":
-                columns: Row = {"status": JobStatus.QUEUED, "worker": ""}
-                if len(fields) > 1:
-                    columns["attempts"] = int(fields[1])
-                change(job_id, columns)
-            elif kind == "c":
-                columns = {**outcome(json.loads(event["p"])), "attempts": int(fields[1])}
-                if job_id not in rows:
-                    missing[job_id] = self.record(job_id, event.get("b", ""), **columns)
-                change(job_id, columns)
-            else:
-                logger.warning("state=untrackable event=%r", event)
-        if rows or patches or missing:
+                self.fold(event, changes)
+            except (KeyError, ValueError, TypeError) as exc:
+                # Only what Redis holds can be malformed here; the job itself is unaffected.
+                logger.warning("state=untrackable event=%r error=%s", event, exc)
+        if changes.rows or changes.patches or changes.missing:
             connection = connections[router.db_for_write(Job)]
             with transaction.atomic(using=connection.alias):
-                write(connection, rows, overwrite=True)
-                write(connection, missing, overwrite=False)
-                update(connection, patches)
-        return len(rows) + len(patches)
+                write(connection, changes.rows, overwrite=True)
+                write(connection, changes.missing, overwrite=False)
+                update(connection, changes.patches)
+        return len(changes.rows) + len(changes.patches)
+
+    def fold(self, event: Event, changes: Changes) -> None:
+        kind, _, rest = event["d"].partition("|")
+        fields = rest.split("|", 3 if kind in ("s", "f") else 1)
+        job_id = canonical_job_id(fields[0])
+        if kind in ("e", "f"):
+            if not event.get("b"):
+                return  # finished meanwhile: its finish event carries the record
+            row = self.record(job_id, event["b"])
+            if kind == "e" and len(fields) > 1:
+                row.update(status=JobStatus.SCHEDULED, run_at=from_ms(fields[1]))
+            elif kind == "f":
+                _, status, attempts, worker = fields
+                row.update(outcome(json.loads(event["p"])))
+                row.update(status=status, attempts=int(attempts), worker=worker)
+            changes.whole(job_id, row)
+        elif kind == "s":
+            _, attempts, started, worker = fields
+            changes.change(
+                job_id,
+                {
+                    "status": JobStatus.STARTED,
+                    "worker": worker,
+                    "attempts": int(attempts),
+                    "started_at": from_ms(started),
+                },
+            )
+        elif kind == "q":
+            columns: Row = {"status": JobStatus.QUEUED, "worker": ""}
+            if len(fields) > 1:
+                columns["attempts"] = int(fields[1])
+            changes.change(job_id, columns)
+        elif kind == "c":
+            columns = {**outcome(json.loads(event["p"])), "attempts": int(fields[1])}
+            if job_id not in changes.rows:
+                changes.missing[job_id] = self.record(job_id, event.get("b", ""), **columns)
+            changes.change(job_id, columns)
+        else:
+            raise ValueError(f"unknown kind {kind!r}")
 
 
 def write(connection: Any, rows: dict[str, Row], *, overwrite: bool) -> None:

@@ -138,6 +138,7 @@ def test_a_malformed_event_is_skipped_and_the_rest_recorded(tracked, redis_serve
     client.xadd(events, {"d": "s|not-a-uuid|1|0|w"})
     client.xadd(events, {"d": "z|" + str(uuid4())})
     client.xadd(events, {"x": "no d at all"})
+    client.xadd(events, {"d": f"f|{uuid4()}|succeeded|1|w", "p": "not json", "b": "1|x"})
     later = add.delay(2, 2)
     tracked.sync()
     assert Job.objects.filter(id__in=[good.id, later.id]).count() == 2
