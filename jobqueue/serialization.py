@@ -83,9 +83,12 @@ def dumps(value: Any, path: str = "value") -> str:
     return json_text(to_jsonable(value, path))
 
 
+_COMPACT = json.JSONEncoder(separators=(",", ":"))  # json.dumps builds an encoder per call
+
+
 def json_text(jsonable: Any) -> str:
     """Compact JSON text of what ``to_jsonable`` returned (already checked and tagged)."""
-    return json.dumps(jsonable, separators=(",", ":"))
+    return _COMPACT.encode(jsonable)
 
 
 def _fetch(label: str, pk: Any) -> models.Model:
