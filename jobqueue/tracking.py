@@ -20,7 +20,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 from django.db import connections, router, transaction
-from django.db.backends.postgresql.psycopg_any import is_psycopg3
 
 from jobqueue.message import Message, canonical_job_id
 from jobqueue.models import Job
@@ -163,7 +162,7 @@ def write(connection: Any, rows: dict[str, Row], *, overwrite: bool) -> None:
         else "DO NOTHING"
     )
     with connection.cursor() as cursor:
-        if connection.vendor == "postgresql" and is_psycopg3:
+        if connection.vendor == "postgresql" and uses_psycopg3():
             stage = q(Job._meta.db_table + "_stage")
             cursor.execute(f"CREATE TEMPORARY TABLE IF NOT EXISTS {stage} (LIKE {table})")
             with cursor.copy(f"COPY {stage} ({columns}) FROM STDIN") as copy:
@@ -179,6 +178,14 @@ def write(connection: Any, rows: dict[str, Row], *, overwrite: bool) -> None:
             f"INSERT INTO {table} ({columns}) VALUES ({placeholders}) {conflict}",  # noqa: S608
             [db_values(connection, job_id, row, FIELDS) for job_id, row in rows.items()],
         )
+
+
+def uses_psycopg3() -> bool:
+    """Whether PostgreSQL is reached through psycopg 3 (it has ``COPY`` from Python rows); only
+    asked on PostgreSQL, whose driver is then installed."""
+    from django.db.backends.postgresql.psycopg_any import is_psycopg3
+
+    return is_psycopg3
 
 
 def update(connection: Any, patches: dict[str, Row]) -> None:
