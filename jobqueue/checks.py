@@ -114,6 +114,16 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
                     id="jobqueue.E007",
                 )
             )
+    for key in ("EAGER", "AUTODISCOVER", "TRACKING"):
+        value = getattr(conf, key)
+        if not isinstance(value, bool):
+            errors.append(
+                checks.Error(
+                    f"JOBQUEUE[{key!r}] = {value!r} is not True or False.",
+                    hint=f"Write {key!r}: True or {key!r}: False.",
+                    id="jobqueue.E009",
+                )
+            )
     for module in conf.TASK_MODULES:
         if not isinstance(module, str):
             errors.append(

@@ -25,6 +25,8 @@ def test_default_settings_pass():
         ({"LEASE_TIMEOUT": 0}, "jobqueue.E007", "e.g. 30"),
         ({"RESULT_TTL": "500"}, "jobqueue.E007", "or None"),
         ({"QUEUE": ["default"]}, "jobqueue.E002", "QUEUES"),
+        ({"TRACKING": "no"}, "jobqueue.E009", "'TRACKING': False"),
+        ({"EAGER": 1}, "jobqueue.E009", "'EAGER': True"),
     ],
 )
 def test_bad_settings_are_reported_with_a_fix(setting, expected_id, hint_fragment):
