@@ -109,25 +109,36 @@ class Supervisor:
         # Recover lost jobs first, so that even a burst worker runs them.
         self.guarded(self.heartbeat)
         with shutdown_requests() as requests:
-            for child in self.children:
-                self.spawn(child)
-            handled = 0
-            while self.alive():
-                sentinels = [c.process.sentinel for c in self.children if c.process]
-                wait_for([*sentinels, requests.wakeup_fd], timeout=TICK)
-                requests.drain()
-                if requests.count > handled:
-                    handled = requests.count
-                    if handled == 1:
-                        logger.info("worker=%s state=stopping (finishing running jobs)", self.name)
-                        self.stopping.value = 1
-                    else:
-                        self.abort()
-                        break
-                self.guarded(self.tend)
+            try:
+                self.supervise(requests)
+            except Exception:
+                # Children left alone would run on unwatched (they ignore SIGTERM, and an exit
+                # would wait for them): stop them, and give their jobs back.
+                logger.exception("worker=%s state=crashed", self.name)
+                self.abort()
+                raise
         self.unregister()
         logger.info("worker=%s state=stopped", self.name)
         return 0
+
+    def supervise(self, requests: Any) -> None:
+        """Fork the children and tend them until all have exited."""
+        for child in self.children:
+            self.spawn(child)
+        handled = 0
+        while self.alive():
+            sentinels = [c.process.sentinel for c in self.children if c.process]
+            wait_for([*sentinels, requests.wakeup_fd], timeout=TICK)
+            requests.drain()
+            if requests.count > handled:
+                handled = requests.count
+                if handled == 1:
+                    logger.info("worker=%s state=stopping (finishing running jobs)", self.name)
+                    self.stopping.value = 1
+                else:
+                    self.abort()
+                    break
+            self.guarded(self.tend)
 
     def guarded(self, step: Any) -> None:
         """Run a bookkeeping step; if the broker or database is unreachable, keep supervising:

@@ -84,6 +84,9 @@ JOBQUEUE = {
     "POLL_INTERVAL": 0.05,
 }
 
+if os.environ.get("JOBQUEUE_TEST_BROKER"):  # a broker class of the tests' own
+    JOBQUEUE["BROKER"] = {"BACKEND": os.environ["JOBQUEUE_TEST_BROKER"]}
+
 if os.environ.get("JOBQUEUE_TEST_REDIS_URL"):
     JOBQUEUE["BROKER"] = {
         "BACKEND": "jobqueue.brokers.redis.RedisBroker",

@@ -1,5 +1,6 @@
 """Real ``jobworker`` processes: burst, concurrency, signals, crashes, timeouts, cancellation."""
 
+import os
 import signal
 from pathlib import Path
 
@@ -115,6 +116,32 @@ def test_sigkill_mid_job_runs_it_again_after_the_lease(jobworker, tmp_path):
     row = Job.objects.get(id=job.id)
     assert row.attempts == 2
     assert marker.read_text() != first_pid
+
+
+def live_members(group: int) -> list[int]:
+    """Processes of a process group that have not exited (zombies do not count)."""
+    members = []
+    for entry in os.listdir("/proc"):
+        try:
+            fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[2]) == group and fields[0] != "Z":
+            members.append(int(entry))
+    return members
+
+
+def test_a_supervisor_that_crashes_takes_its_children_down(jobworker, tmp_path):
+    release, marker = tmp_path / "release", tmp_path / "started"
+    job = wait_for_file.delay(str(release), str(marker))
+    worker = jobworker("--concurrency", "2",
+                       env={"JOBQUEUE_TEST_BROKER": "tests.testapp.brokers.BrokenTickBroker"})
+    assert worker.wait(timeout=30) != 0
+    assert "state=crashed" in worker.output
+    assert "a bug in the supervisor's bookkeeping" in worker.output
+    wait_until(lambda: not live_members(worker.pid), timeout=10,
+               message="the children to be gone")
+    assert status(job) == "queued"  # given back, if a child had taken it
 
 
 def test_timeout_kills_code_stuck_in_c_and_the_worker_carries_on(jobworker, tmp_path):
