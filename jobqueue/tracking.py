@@ -45,6 +45,23 @@ def from_iso(value: str | None) -> datetime | None:
     return datetime.fromisoformat(value) if value else None
 
 
+def one_per_job(event: dict[str, str]) -> list[dict[str, str]]:
+    """The jobs sent or claimed together share one event in the stream (``e|id,id,...``,
+    ``s|id:attempts,...|ms|worker``): one event each, as the tracker reads them."""
+    kind, _, rest = event.get("d", "").partition("|")
+    if kind == "e":
+        job_ids, _, run_at = rest.partition("|")
+        suffix = f"|{run_at}" if run_at else ""
+        return [{"d": f"e|{job_id}{suffix}"} for job_id in job_ids.split(",")]
+    if kind == "s":
+        jobs, _, started_by = rest.partition("|")  # started_by: "ms|worker"
+        return [
+            {"d": f"s|{job_id}|{attempts}|{started_by}"}
+            for job_id, _, attempts in (job.partition(":") for job in jobs.split(","))
+        ]
+    return [event]
+
+
 def outcome(payload: dict[str, Any]) -> Row:
     """The columns a finish or cancel sets, from its JSON outcome (only the keys it has)."""
     status = payload["status"]

@@ -108,11 +108,11 @@ class RedisBroker(Broker):
     def key(self, *parts: str) -> str:
         return ":".join((self.prefix, *parts))
 
-    def run(self, name: str, *args: Any, client: Any = None) -> Any:
+    def run(self, name: str, *args: Any) -> Any:
         """Run a script with the prefix as its first argument; Redis errors become BrokerError."""
         script = self.script(name)
         try:
-            return script(keys=self.script_keys(), args=[self.prefix, *args], client=client)
+            return script(keys=self.script_keys(), args=[self.prefix, *args])
         except redis.RedisError as exc:
             raise BrokerError(f"Redis: {exc}") from exc
 
@@ -401,7 +401,7 @@ class RedisBroker(Broker):
     def sync(self) -> None:
         """Fold the event stream into the Job table, ``TRACK_BATCH`` jobs' events per write; one
         process at a time does it."""
-        from jobqueue.tracking import Tracker
+        from jobqueue.tracking import Tracker, one_per_job
 
         if not get_settings().TRACKING:
             return
@@ -517,23 +517,6 @@ class RedisBroker(Broker):
                 "queued jobs (set maxmemory-policy noeviction)"
             )
         return warnings
-
-
-def one_per_job(event: dict[str, str]) -> list[dict[str, str]]:
-    """The jobs sent or claimed together share one event in the stream (``e|id,id,...``,
-    ``s|id:attempts,...|ms|worker``): one event each, as the tracker reads them."""
-    kind, _, rest = event.get("d", "").partition("|")
-    if kind == "e":
-        job_ids, _, run_at = rest.partition("|")
-        suffix = f"|{run_at}" if run_at else ""
-        return [{"d": f"e|{job_id}{suffix}"} for job_id in job_ids.split(",")]
-    if kind == "s":
-        jobs, _, started_by = rest.partition("|")  # started_by: "ms|worker"
-        return [
-            {"d": f"s|{job_id}|{attempts}|{started_by}"}
-            for job_id, _, attempts in (job.partition(":") for job in jobs.split(","))
-        ]
-    return [event]
 
 
 def result_ttl() -> int:
