@@ -38,6 +38,17 @@ def canonical_job_id(value: object) -> str:
     return text if CANONICAL_ID.fullmatch(text) else str(uuid.UUID(text))
 
 
+@dataclass(frozen=True)
+class Lease:
+    """One claim of one job. ``token`` is the job's fencing token: every claim (and every other
+    change a broker makes to the job: cancel, requeue, recovery) raises it, so a finish, release
+    or renewal that carries an older token comes from a run that no longer owns the job, and the
+    broker refuses it."""
+
+    job_id: str
+    token: int
+
+
 @dataclass
 class Message:
     """One job as a broker stores it; ``arguments`` is ``{"args": [...], "kwargs": {...}}``."""
@@ -53,6 +64,11 @@ class Message:
     timeout: float | None = None
     attempts: int = 0
     rejected: str = ""  # why a broker refused to decode it: such a message is failed, never run
+    token: int = 0  # the fencing token of the claim that handed it out (see brokers.base.Lease)
+
+    @property
+    def lease(self) -> Lease:
+        return Lease(self.id, self.token)
 
     @property
     def is_scheduled(self) -> bool:

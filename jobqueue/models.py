@@ -40,6 +40,10 @@ class Job(models.Model):
     started_at = models.DateTimeField(null=True, blank=True)
     ended_at = models.DateTimeField(null=True, blank=True)
     lease_expires_at = models.DateTimeField(null=True, blank=True)
+    version = models.PositiveBigIntegerField(
+        default=0,
+        help_text="Raised by every change the broker makes; a claim's fencing token.",
+    )
 
     class Meta:
         ordering = ["-enqueued_at"]

@@ -21,13 +21,14 @@ from django.utils import timezone
 
 from jobqueue.conf import get_settings
 from jobqueue.exceptions import JobNotFound
-from jobqueue.message import Message
+from jobqueue.message import Lease, Message
 from jobqueue.states import FINISHED, WAITING, JobStatus
 
 
 @dataclass
 class Outcome:
-    """How a run ended: succeeded, failed, or scheduled for a retry at ``run_at``."""
+    """How a run ended: succeeded, failed, or scheduled for a retry at ``run_at``. ``token`` is
+    the fencing token of the claim that ran it."""
 
     job_id: str
     status: JobStatus
@@ -37,6 +38,11 @@ class Outcome:
     error: str = ""
     traceback: str = ""
     run_at: datetime | None = None
+    token: int = 0
+
+    @property
+    def lease(self) -> Lease:
+        return Lease(self.job_id, self.token)
 
 
 @dataclass
@@ -68,7 +74,9 @@ class Broker(ABC):
     # -- workers ---------------------------------------------------------------------------------
     @abstractmethod
     def claim(self, queues: Sequence[str], worker: str, limit: int) -> list[Message]:
-        """Lease up to ``limit`` runnable messages to ``worker``: queues in order, priority, age."""
+        """Lease up to ``limit`` runnable messages to ``worker``: queues in order, priority, age.
+        Each claim raises the job's ``attempts`` and gives it a new fencing token
+        (``message.token``; ``message.lease``)."""
 
     @abstractmethod
     def wait(self, queues: Sequence[str], timeout: float) -> None:
@@ -83,19 +91,27 @@ class Broker(ABC):
         return self.claim(queues, worker, limit)
 
     @abstractmethod
-    def finish(self, worker: str, outcomes: Sequence[Outcome]) -> None:
-        """Record how ``worker``'s runs ended and end their leases (the ack)."""
+    def finish(self, worker: str, outcomes: Sequence[Outcome]) -> int:
+        """Record how runs ended and end their leases (the ack); return how many were taken.
+        An outcome whose token is stale (the job was canceled, re-leased or requeued since) is
+        refused and changes nothing; finishing the same outcome twice changes nothing more."""
 
     @abstractmethod
-    def release(
-        self, worker: str, job_ids: Sequence[str] | None = None, *, count_attempt: bool = False
-    ) -> int:
-        """Return ``worker``'s leased jobs (or just ``job_ids``) to their queues now. Jobs that
-        never ran get their attempt back; a run that was lost mid-way keeps it."""
+    def release(self, worker: str, leases: Sequence[Lease], *, lost: str = "") -> int:
+        """Give these jobs back; return how many leases were current (stale ones are refused).
+
+        ``lost == ""``: the job never started; its attempt is given back and it returns to the
+        front of its queue (it was taken first). ``lost`` = why a run that may have happened
+        ended without an outcome (``"exit code 3"``, ``"signal 9"``): the attempt counts; once
+        ``attempts > max_retries`` (and at least two runs were made: the first loss always gets
+        another try) the job fails with ``WorkerLost: its worker process died (<lost>) ...``,
+        else it goes to the back of its queue, like a retry."""
 
     @abstractmethod
-    def renew(self, workers: Sequence[str]) -> None:
-        """Extend the leases of every job these live workers hold."""
+    def renew(self, worker: str, leases: Sequence[Lease]) -> set[str]:
+        """Extend exactly these leases (the jobs ``worker``'s processes are really running);
+        return the ids of those no longer held with that token (canceled, recovered, requeued):
+        their runs should be stopped, their outcomes would be refused."""
 
     @abstractmethod
     def promote_due(self) -> int:
@@ -103,7 +119,8 @@ class Broker(ABC):
 
     @abstractmethod
     def recover(self) -> int:
-        """Return jobs whose lease expired (their worker is presumed dead) to their queues."""
+        """Jobs whose lease expired (their worker is presumed dead) are handled as by
+        ``release(lost="its worker stopped renewing its lease")``; return how many."""
 
     def close(self) -> None:  # noqa: B027 (optional hook)
         """Drop connections this process opened (called before a fork and at exit)."""
