@@ -7,7 +7,7 @@ from typing import Any
 from django.core import checks
 
 from jobqueue import registry
-from jobqueue.conf import KNOWN_KEYS, get_settings
+from jobqueue.conf import DEFAULT_BROKER, KNOWN_KEYS, NUMBERS, SWITCHES, get_settings, problems
 from jobqueue.exceptions import ConfigurationError, JobQueueError
 
 
@@ -30,6 +30,17 @@ def check_broker_durability(app_configs: Any = None, **kwargs: Any) -> list[chec
             )
         ]
     return [checks.Warning(f"Broker: {text}", id="jobqueue.W001") for text in warnings]
+
+
+# The check id of each key's problems (see conf.problems), in the order they were numbered.
+PROBLEM_IDS = {
+    "BROKER": "jobqueue.E003",
+    "QUEUES": "jobqueue.E005",
+    "DEFAULT_QUEUE": "jobqueue.E006",
+    **dict.fromkeys(NUMBERS, "jobqueue.E007"),
+    "TASK_MODULES": "jobqueue.E008",
+    **dict.fromkeys(SWITCHES, "jobqueue.E009"),
+}
 
 
 def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
@@ -55,88 +66,24 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
                 id="jobqueue.E002",
             )
         )
-    try:
-        conf = get_settings()
-    except TypeError as exc:
-        return [*errors, checks.Error(f"JOBQUEUE cannot be read: {exc}", id="jobqueue.E001")]
-    broker = conf.BROKER
-    if not isinstance(broker, dict) or not isinstance(broker.get("OPTIONS", {}), dict):
-        errors.append(
-            checks.Error(
-                "JOBQUEUE['BROKER'] must be a dict with 'BACKEND' and optional 'OPTIONS' dict.",
-                hint="'BROKER': {'BACKEND': 'jobqueue.brokers.database.DatabaseBroker'}",
-                id="jobqueue.E003",
-            )
-        )
-    else:
+    found = problems(user)
+    errors += [
+        checks.Error(problem.message, hint=problem.hint, id=PROBLEM_IDS[problem.key])
+        for problem in found
+    ]
+    if not any(problem.key == "BROKER" for problem in found):
         try:
-            load_broker_class(broker["BACKEND"])
+            load_broker_class(user.get("BROKER", {}).get("BACKEND", DEFAULT_BROKER))
         except ConfigurationError as exc:
             errors.append(checks.Error(str(exc), id="jobqueue.E004"))
-    queues = conf.QUEUES
-    if not queues or not all(isinstance(q, str) and q and q.strip() == q for q in queues):
-        errors.append(
-            checks.Error(
-                f"JOBQUEUE['QUEUES'] must be a non-empty list of queue names, not {queues!r}.",
-                hint="'QUEUES': ['high', 'default', 'low']  (highest priority first)",
-                id="jobqueue.E005",
-            )
-        )
-    elif len(set(queues)) != len(queues):
-        errors.append(
-            checks.Error(
-                f"JOBQUEUE['QUEUES'] names a queue twice: {list(queues)}.", id="jobqueue.E005"
-            )
-        )
-    elif conf.DEFAULT_QUEUE not in queues:
-        errors.append(
-            checks.Error(
-                f"JOBQUEUE['DEFAULT_QUEUE'] = {conf.DEFAULT_QUEUE!r} is not in QUEUES "
-                f"{list(queues)}.",
-                hint=f"Add it to QUEUES or set 'DEFAULT_QUEUE': {queues[0]!r}.",
-                id="jobqueue.E006",
-            )
-        )
-    numbers = {
-        "LEASE_TIMEOUT": (conf.LEASE_TIMEOUT, 1, "seconds, e.g. 30"),
-        "POLL_INTERVAL": (conf.POLL_INTERVAL, 0.001, "seconds, e.g. 0.2"),
-        "MAX_BATCH": (conf.MAX_BATCH, 1, "jobs, e.g. 100"),
-        "RETRY_BACKOFF_MAX": (conf.RETRY_BACKOFF_MAX, 0, "seconds, e.g. 3600"),
-    }
-    if conf.RESULT_TTL is not None:
-        numbers["RESULT_TTL"] = (conf.RESULT_TTL, 0, "seconds, e.g. 500, or None to keep")
-    for key, (value, minimum, example) in numbers.items():
-        if isinstance(value, bool) or not isinstance(value, int | float) or value < minimum:
-            errors.append(
-                checks.Error(
-                    f"JOBQUEUE[{key!r}] = {value!r} is not a number >= {minimum}.",
-                    hint=f"Write a number of {example}.",
-                    id="jobqueue.E007",
-                )
-            )
-    for key in ("EAGER", "AUTODISCOVER", "TRACKING"):
-        value = getattr(conf, key)
-        if not isinstance(value, bool):
-            errors.append(
-                checks.Error(
-                    f"JOBQUEUE[{key!r}] = {value!r} is not True or False.",
-                    hint=f"Write {key!r}: True or {key!r}: False.",
-                    id="jobqueue.E009",
-                )
-            )
-    for module in conf.TASK_MODULES:
-        if not isinstance(module, str):
-            errors.append(
-                checks.Error(
-                    f"JOBQUEUE['TASK_MODULES'] holds {module!r}, not a module path.",
-                    id="jobqueue.E008",
-                )
-            )
     return errors
 
 
 def check_tasks(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
-    queues = get_settings().QUEUES
+    try:
+        queues = get_settings().QUEUES
+    except ConfigurationError:
+        return []  # check_settings reports why
     return [
         checks.Error(
             f"Task {name} uses queue {task.queue!r}, which is not in JOBQUEUE['QUEUES'] "

@@ -1,7 +1,14 @@
-"""jobqueue's settings, read from ``settings.JOBQUEUE`` in one place, lazily, with defaults."""
+"""jobqueue's settings, read from ``settings.JOBQUEUE`` in one place, lazily, with defaults.
+
+Every value is checked here before anything uses it: a wrong one raises ``ConfigurationError``
+at first use, and ``manage.py check`` lists them all (``problems``), each with what to write.
+"""
 
 from __future__ import annotations
 
+import math
+import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cache
 from typing import Any
@@ -10,7 +17,12 @@ from django.conf import settings as django_settings
 from django.core.signals import setting_changed
 from django.dispatch import receiver
 
+from jobqueue import names
+from jobqueue.exceptions import ConfigurationError
+
 DEFAULT_BROKER = "jobqueue.brokers.database.DatabaseBroker"
+MAX_SECONDS = 10**9  # about 31 years: any more overflows the dates a job's times are kept in
+MODULE_PATH = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
 
 
 @dataclass(frozen=True)
@@ -37,17 +49,167 @@ class Settings:
 
 
 KNOWN_KEYS = frozenset(Settings.__dataclass_fields__)
+SWITCHES = ("EAGER", "AUTODISCOVER", "TRACKING")
+
+# key: (whole numbers only, the least value, whether the least value itself is allowed, example)
+NUMBERS: dict[str, tuple[bool, float, bool, str]] = {
+    "LEASE_TIMEOUT": (False, 0, False, "seconds, e.g. 30"),
+    "POLL_INTERVAL": (False, 0, False, "seconds, e.g. 0.2"),
+    "MAX_BATCH": (True, 1, True, "jobs, e.g. 100"),
+    "RETRY_BACKOFF_MAX": (False, 0, True, "seconds, e.g. 3600"),
+    "RESULT_TTL": (False, 0, True, "seconds, e.g. 500, or None to keep results"),
+}
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One ``JOBQUEUE`` value that cannot be used: what is wrong, and what to write instead."""
+
+    key: str
+    message: str
+    hint: str
+
+    def __str__(self) -> str:
+        return f"{self.message} {self.hint}"
+
+
+def problems(user: Mapping[str, Any]) -> list[Problem]:
+    """Every known key of ``user`` (the ``JOBQUEUE`` dict) whose value cannot be used."""
+    found: list[Problem] = []
+    broker = user.get("BROKER", {})
+    if not (
+        isinstance(broker, dict)
+        and isinstance(broker.get("BACKEND", DEFAULT_BROKER), str)
+        and isinstance(broker.get("OPTIONS", {}), dict)
+    ):
+        found.append(
+            Problem(
+                "BROKER",
+                "JOBQUEUE['BROKER'] must be a dict with 'BACKEND' (a dotted path) and an "
+                f"optional 'OPTIONS' dict, not a {type(broker).__name__} of that shape.",
+                "'BROKER': {'BACKEND': 'jobqueue.brokers.database.DatabaseBroker'}",
+            )
+        )
+    queues = user.get("QUEUES", Settings.QUEUES)
+    queues_problem = _queues_problem(queues)
+    if queues_problem:
+        found.append(queues_problem)
+    default = user.get("DEFAULT_QUEUE", Settings.DEFAULT_QUEUE)
+    error = names.problem("JOBQUEUE['DEFAULT_QUEUE']", default, names.QUEUE_NAME_MAX)
+    if error:
+        found.append(Problem("DEFAULT_QUEUE", f"{error}.", "'DEFAULT_QUEUE': 'default'"))
+    elif not queues_problem and default not in queues:
+        found.append(
+            Problem(
+                "DEFAULT_QUEUE",
+                f"JOBQUEUE['DEFAULT_QUEUE'] = {default!r} is not in QUEUES {list(queues)}.",
+                f"Add it to QUEUES or set 'DEFAULT_QUEUE': {queues[0]!r}.",
+            )
+        )
+    for key, (whole, least, inclusive, example) in NUMBERS.items():
+        value = user.get(key, getattr(Settings, key))
+        if key == "RESULT_TTL" and value is None:
+            continue
+        if not _number_ok(value, whole, least, inclusive):
+            kind = "a whole number" if whole else "a number"
+            bound = f"{'>=' if inclusive else '>'} {least}"
+            top = "" if whole else f" and <= {MAX_SECONDS:_}"
+            found.append(
+                Problem(
+                    key,
+                    f"JOBQUEUE[{key!r}] = {value!r} is not {kind} {bound}{top}.",
+                    f"Write {kind} of {example}.",
+                )
+            )
+    for key in SWITCHES:
+        value = user.get(key, getattr(Settings, key))
+        if not isinstance(value, bool):
+            found.append(
+                Problem(
+                    key,
+                    f"JOBQUEUE[{key!r}] = {value!r} is not True or False.",
+                    f"Write {key!r}: True or {key!r}: False.",
+                )
+            )
+    modules = user.get("TASK_MODULES", ())
+    if not isinstance(modules, list | tuple):
+        found.append(
+            Problem(
+                "TASK_MODULES",
+                f"JOBQUEUE['TASK_MODULES'] must be a list of module paths, not {modules!r}.",
+                f"'TASK_MODULES': [{modules!r}]"
+                if isinstance(modules, str)
+                else "'TASK_MODULES': ['myapp.jobs']",
+            )
+        )
+    else:
+        for module in modules:
+            if not (isinstance(module, str) and MODULE_PATH.fullmatch(module)):
+                found.append(
+                    Problem(
+                        "TASK_MODULES",
+                        f"JOBQUEUE['TASK_MODULES'] holds {module!r}, not a module path.",
+                        "Write dotted module paths: 'TASK_MODULES': ['myapp.jobs'].",
+                    )
+                )
+    return found
+
+
+def _queues_problem(queues: Any) -> Problem | None:
+    fix = "'QUEUES': ['high', 'default', 'low']  (highest priority first)"
+    if isinstance(queues, str):
+        # ("default") is a string, not a tuple: iterated, it would make queues d, e, f, ...
+        return Problem(
+            "QUEUES",
+            f"JOBQUEUE['QUEUES'] must be a list of queue names, not the string {queues!r}.",
+            f"'QUEUES': [{queues!r}]  (a one-item tuple needs a comma: ({queues!r},))",
+        )
+    if not isinstance(queues, list | tuple) or not queues:
+        return Problem(
+            "QUEUES",
+            f"JOBQUEUE['QUEUES'] must be a non-empty list of queue names, not {queues!r}.",
+            fix,
+        )
+    for queue in queues:
+        error = names.problem("queue name", queue, names.QUEUE_NAME_MAX)
+        if error:
+            return Problem("QUEUES", f"JOBQUEUE['QUEUES']: {error}.", fix)
+    if len(set(queues)) != len(queues):
+        return Problem("QUEUES", f"JOBQUEUE['QUEUES'] names a queue twice: {list(queues)}.", fix)
+    joined = len(",".join(queues))
+    if joined > names.QUEUES_MAX:
+        return Problem(
+            "QUEUES",
+            f"JOBQUEUE['QUEUES'] joined by ',' are {joined} characters long; at most "
+            f"{names.QUEUES_MAX} fit in the Worker table.",
+            "Use fewer or shorter queue names.",
+        )
+    return None
+
+
+def _number_ok(value: Any, whole: bool, least: float, inclusive: bool) -> bool:
+    if isinstance(value, bool) or not isinstance(value, int if whole else int | float):
+        return False
+    if not whole and not (math.isfinite(value) and value <= MAX_SECONDS):
+        return False
+    return value >= least if inclusive else value > least
 
 
 @cache
 def get_settings() -> Settings:
-    """Read ``settings.JOBQUEUE`` once; unknown keys are left to the system checks to report."""
-    user = dict(getattr(django_settings, "JOBQUEUE", None) or {})
+    """Read ``settings.JOBQUEUE`` once; a value that cannot be used raises ConfigurationError
+    (unknown keys are left to the system checks to report)."""
+    user = getattr(django_settings, "JOBQUEUE", None) or {}
+    if not isinstance(user, dict):
+        raise ConfigurationError(f"JOBQUEUE must be a dict, not a {type(user).__name__}.")
+    found = problems(user)
+    if found:
+        raise ConfigurationError(" ".join(str(problem) for problem in found))
     values = {key: value for key, value in user.items() if key in KNOWN_KEYS}
     for key in ("QUEUES", "TASK_MODULES"):
-        if key in values and isinstance(values[key], list | tuple):
+        if key in values:
             values[key] = tuple(values[key])
-    if "BROKER" in values and isinstance(values["BROKER"], dict):
+    if "BROKER" in values:
         values["BROKER"] = {"BACKEND": DEFAULT_BROKER, **values["BROKER"]}
     return Settings(**values)
 

@@ -2,7 +2,10 @@
 
 Plain JSON values travel as they are. datetime, date, time, timedelta, Decimal and UUID travel as
 tagged strings, and model instances as a reference (model label and primary key) that the worker
-fetches fresh. Anything else is refused while encoding, with the path of the offending value.
+fetches fresh. Anything else is refused while encoding, with the path of the offending value:
+so are values nested deeper than ``MAX_DEPTH`` lists and dicts (or holding themselves), which
+would otherwise exhaust Python's recursion limit here or in the worker, and integers of more
+than ``MAX_INT_DIGITS`` digits, which Python will not turn into text.
 """
 
 from __future__ import annotations
@@ -27,6 +30,11 @@ SUPPORTED = (
 )
 
 
+MAX_DEPTH = 100  # nesting levels; each level costs two frames of Python's 1,000
+MAX_INT_DIGITS = 4000  # below sys.get_int_max_str_digits()'s default, 4,300
+_MAX_INT = 10**MAX_INT_DIGITS
+
+
 class DecodeError(ValueError):
     """A payload that is not what ``encode`` makes (malformed, tampered, or from newer code)."""
 
@@ -35,16 +43,30 @@ def _tagged(kind: str, value: Any) -> dict[str, Any]:
     return {TAG: kind, "v": value}
 
 
-def to_jsonable(value: Any, path: str) -> Any:
+def to_jsonable(value: Any, path: str, depth: int = 0) -> Any:
     """Return ``value`` as plain JSON data; raise ``SerializationError`` naming ``path``."""
-    if value is None or isinstance(value, str | bool | int):
+    if value is None or isinstance(value, str | bool):
         return value
+    if isinstance(value, int):
+        if -_MAX_INT < value < _MAX_INT:
+            return value
+        raise SerializationError(
+            f"{path}: an int of more than {MAX_INT_DIGITS} digits cannot travel as JSON "
+            "(send it as a str)"
+        )
     if isinstance(value, float):
         if not math.isfinite(value):
             raise SerializationError(f"{path}: {value!r} cannot travel as JSON")
         return value
+    if isinstance(value, list | tuple | dict) and depth >= MAX_DEPTH:
+        raise SerializationError(
+            f"{path}: nested deeper than {MAX_DEPTH} lists and dicts (or it contains itself); "
+            "jobqueue refuses deeper values"
+        )
     if isinstance(value, list | tuple):
-        return [to_jsonable(item, f"{path}[{index}]") for index, item in enumerate(value)]
+        return [
+            to_jsonable(item, f"{path}[{index}]", depth + 1) for index, item in enumerate(value)
+        ]
     if isinstance(value, dict):
         for key in value:
             if not isinstance(key, str):
@@ -52,7 +74,9 @@ def to_jsonable(value: Any, path: str) -> Any:
                     f"{path}: dict keys must be str to travel as JSON, not {type(key).__name__} "
                     f"({key!r})"
                 )
-        encoded = {key: to_jsonable(item, f"{path}[{key!r}]") for key, item in value.items()}
+        encoded = {
+            key: to_jsonable(item, f"{path}[{key!r}]", depth + 1) for key, item in value.items()
+        }
         return _tagged("dict", list(encoded.items())) if TAG in encoded else encoded
     if isinstance(value, dt.datetime):
         return _tagged("datetime", value.isoformat())

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import functools
 import inspect
-from collections.abc import Callable, Iterable, Sequence
+import math
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, overload
 
 from django.utils import timezone
 
-from jobqueue import registry
-from jobqueue.conf import get_settings
+from jobqueue import names, registry
+from jobqueue.conf import MAX_SECONDS, get_settings
 from jobqueue.exceptions import ConfigurationError
 from jobqueue.message import Message
 from jobqueue.serialization import json_text, to_jsonable
@@ -23,14 +24,47 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 PRIORITY_MIN, PRIORITY_MAX = -100, 100
+MAX_RETRIES_MAX = 32767  # Job.max_retries is a PositiveSmallIntegerField
 
 
-def _check_priority(priority: int) -> int:
-    if not isinstance(priority, int) or not PRIORITY_MIN <= priority <= PRIORITY_MAX:
-        raise ValueError(
-            f"priority must be an int from {PRIORITY_MIN} to {PRIORITY_MAX}, not {priority!r}"
+def _seconds(value: object, least: float, inclusive: bool) -> bool:
+    """A finite number of seconds from ``least`` to MAX_SECONDS (never a bool)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    if not (math.isfinite(value) and value <= MAX_SECONDS):
+        return False
+    return value >= least if inclusive else value > least
+
+
+def _priority_problem(priority: object) -> str | None:
+    if (
+        isinstance(priority, bool)
+        or not isinstance(priority, int)
+        or not PRIORITY_MIN <= priority <= PRIORITY_MAX
+    ):
+        return f"priority must be an int from {PRIORITY_MIN} to {PRIORITY_MAX}, not {priority!r}"
+    return None
+
+
+def _options_problem(max_retries: object, retry_backoff: object, timeout: object) -> str | None:
+    """Why a task's options cannot travel with its jobs (columns, worker), or None."""
+    if (
+        isinstance(max_retries, bool)
+        or not isinstance(max_retries, int)
+        or not 0 <= max_retries <= MAX_RETRIES_MAX
+    ):
+        return f"max_retries must be an int from 0 to {MAX_RETRIES_MAX}, not {max_retries!r}"
+    if not _seconds(retry_backoff, 0, inclusive=True):
+        return (
+            f"retry_backoff must be a number of seconds from 0 to {MAX_SECONDS:_}, "
+            f"not {retry_backoff!r}"
         )
-    return priority
+    if timeout is not None and not _seconds(timeout, 0, inclusive=False):
+        return (
+            f"timeout must be a number of seconds > 0 (at most {MAX_SECONDS:_}) or None, "
+            f"not {timeout!r}"
+        )
+    return None
 
 
 class Task(Generic[P, R]):
@@ -47,17 +81,19 @@ class Task(Generic[P, R]):
         retry_backoff: float = 1.0,
         timeout: float | None = None,
     ) -> None:
-        if not isinstance(max_retries, int) or max_retries < 0:
-            raise ConfigurationError(f"max_retries must be an int >= 0, not {max_retries!r}")
-        if retry_backoff < 0:
-            raise ConfigurationError(f"retry_backoff must be >= 0 seconds, not {retry_backoff!r}")
-        if timeout is not None and timeout <= 0:
-            raise ConfigurationError(f"timeout must be > 0 seconds or None, not {timeout!r}")
+        self.name = f"{func.__module__}.{func.__qualname__}" if name is None else name
+        problem = (
+            names.problem("task name", self.name, names.TASK_NAME_MAX)
+            or (queue is not None and names.problem("queue", queue, names.QUEUE_NAME_MAX))
+            or _priority_problem(priority)
+            or _options_problem(max_retries, retry_backoff, timeout)
+        )
+        if problem:
+            raise ConfigurationError(f"@task {func.__module__}.{func.__qualname__}: {problem}")
         self.func = func
-        self.name = name or f"{func.__module__}.{func.__qualname__}"
         self.module = func.__module__
         self.queue = queue
-        self.priority = _check_priority(priority)
+        self.priority = priority
         self.max_retries = max_retries
         self.retry_backoff = float(retry_backoff)
         self.timeout = timeout
@@ -114,21 +150,46 @@ class Task(Generic[P, R]):
         eta: datetime | None = None,
         priority: int | None = None,
     ) -> Message:
-        """Validate everything a worker would trip on, and build the message."""
-        kwargs = dict(kwargs or {})
+        """Validate everything a worker or the Job table would trip on, and build the message;
+        nothing is sent when this raises."""
         conf = get_settings()
-        queue = queue or self.queue or conf.DEFAULT_QUEUE
+        if queue is None:
+            queue = self.queue or conf.DEFAULT_QUEUE
+        else:
+            problem = names.problem("queue", queue, names.QUEUE_NAME_MAX)
+            if problem:
+                raise ValueError(f"{self.name}: {problem}")
         if queue not in conf.QUEUES:
             raise ValueError(
                 f"{self.name}: unknown queue {queue!r}; JOBQUEUE['QUEUES'] has {list(conf.QUEUES)}"
             )
+        if priority is None:
+            priority = self.priority
+        problem = _priority_problem(priority) or _options_problem(
+            self.max_retries, self.retry_backoff, self.timeout
+        )
+        if problem:
+            raise ValueError(f"{self.name}: {problem}")
         if not conf.EAGER and not self._workers_import(conf):
             raise ConfigurationError(
                 f"{self.name} is defined in {self.module!r}, which workers do not import: move it "
-                "to tasks.py in an installed app, or add the module to JOBQUEUE['TASK_MODULES']"
+                "to tasks.py (or a tasks package that imports it) in an installed app, or add the "
+                "module to JOBQUEUE['TASK_MODULES']"
+            )
+        now = timezone.now()
+        run_at = _run_at(self.name, now, countdown, eta)
+        if not isinstance(args, list | tuple):
+            raise TypeError(
+                f"{self.name}: args must be a list or tuple of positional arguments, "
+                f"not a {type(args).__name__}"
+            )
+        if kwargs is not None and not isinstance(kwargs, Mapping):
+            raise TypeError(
+                f"{self.name}: kwargs must be a dict of keyword arguments, "
+                f"not a {type(kwargs).__name__}"
             )
         try:
-            bound = self.signature.bind(*args, **kwargs)
+            bound = self.signature.bind(*args, **(kwargs or {}))
         except TypeError as exc:
             raise TypeError(f"{self.name}(): {exc}") from None
         payload = {
@@ -137,22 +198,34 @@ class Task(Generic[P, R]):
                 k: to_jsonable(v, f"{self.name}() argument {k!r}") for k, v in bound.kwargs.items()
             },
         }
-        now = timezone.now()
-        if countdown is not None and eta is not None:
-            raise ValueError("give countdown or eta, not both")
-        run_at = now + timedelta(seconds=countdown) if countdown is not None else eta
-        if run_at is not None and timezone.is_naive(run_at):
-            raise ValueError("eta must be an aware datetime")
         return Message(
             task=self.name,
             arguments=json_text(payload),
             queue=queue,
-            priority=_check_priority(self.priority if priority is None else priority),
+            priority=priority,
             run_at=run_at,
             enqueued_at=now,
             max_retries=self.max_retries,
             timeout=self.timeout,
         )
+
+
+def _run_at(
+    name: str, now: datetime, countdown: float | None, eta: datetime | None
+) -> datetime | None:
+    """When the job may run (None: now), from ``countdown`` seconds or an aware ``eta``."""
+    if countdown is not None and eta is not None:
+        raise ValueError(f"{name}: give countdown or eta, not both")
+    if countdown is not None:
+        if not _seconds(countdown, -MAX_SECONDS, inclusive=True):
+            raise ValueError(
+                f"{name}: countdown must be a number of seconds, at most {MAX_SECONDS:_}, "
+                f"not {countdown!r}"
+            )
+        return now + timedelta(seconds=countdown)
+    if eta is not None and not (isinstance(eta, datetime) and timezone.is_aware(eta)):
+        raise ValueError(f"{name}: eta must be an aware datetime, not {eta!r}")
+    return eta
 
 
 def _arg_name(task: Task, bound: inspect.BoundArguments, index: int) -> str:

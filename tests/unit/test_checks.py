@@ -1,8 +1,12 @@
+import math
+
 import pytest
 from django.test import override_settings
 
 from jobqueue import registry, task
 from jobqueue.checks import check_settings, check_tasks
+from jobqueue.conf import get_settings
+from jobqueue.exceptions import ConfigurationError
 
 
 def ids(messages):
@@ -27,6 +31,28 @@ def test_default_settings_pass():
         ({"QUEUE": ["default"]}, "jobqueue.E002", "QUEUES"),
         ({"TRACKING": "no"}, "jobqueue.E009", "'TRACKING': False"),
         ({"EAGER": 1}, "jobqueue.E009", "'EAGER': True"),
+        # ("default") is a string, not a tuple: it must not become queues d, e, f, a, u, l, t.
+        ({"QUEUES": ("default")}, "jobqueue.E005", "'QUEUES': ['default']"),
+        ({"QUEUES": ["default", "a|b"]}, "jobqueue.E005", "holds '|'"),
+        ({"QUEUES": ["default", "a,b"]}, "jobqueue.E005", "holds ','"),
+        ({"QUEUES": ["default", "two words"]}, "jobqueue.E005", "holds ' '"),
+        ({"QUEUES": ["default", "q" * 101]}, "jobqueue.E005", "at most 100"),
+        ({"QUEUES": ["default", *(f"{i:099}" for i in range(10))]}, "jobqueue.E005", "1000"),
+        ({"QUEUES": ["default", 3]}, "jobqueue.E005", "non-empty string"),
+        ({"QUEUES": {"default": 1}}, "jobqueue.E005", "highest priority first"),
+        ({"DEFAULT_QUEUE": "a|b"}, "jobqueue.E006", "holds '|'"),
+        ({"MAX_BATCH": 2.5}, "jobqueue.E007", "whole number of jobs"),
+        ({"MAX_BATCH": 0}, "jobqueue.E007", "whole number of jobs"),
+        ({"MAX_BATCH": True}, "jobqueue.E007", "whole number of jobs"),
+        ({"LEASE_TIMEOUT": -1}, "jobqueue.E007", "e.g. 30"),
+        ({"LEASE_TIMEOUT": math.inf}, "jobqueue.E007", "e.g. 30"),
+        ({"LEASE_TIMEOUT": math.nan}, "jobqueue.E007", "e.g. 30"),
+        ({"POLL_INTERVAL": 0}, "jobqueue.E007", "e.g. 0.2"),
+        ({"RESULT_TTL": -1}, "jobqueue.E007", "or None"),
+        ({"RETRY_BACKOFF_MAX": -1}, "jobqueue.E007", "e.g. 3600"),
+        ({"TASK_MODULES": "myapp.jobs"}, "jobqueue.E008", "'TASK_MODULES': ['myapp.jobs']"),
+        ({"TASK_MODULES": ["my app"]}, "jobqueue.E008", "dotted module paths"),
+        ({"BROKER": {"BACKEND": 3}}, "jobqueue.E003", "DatabaseBroker"),
     ],
 )
 def test_bad_settings_are_reported_with_a_fix(setting, expected_id, hint_fragment):
@@ -35,6 +61,31 @@ def test_bad_settings_are_reported_with_a_fix(setting, expected_id, hint_fragmen
     assert expected_id in ids(messages)
     text = " ".join(f"{m.msg} {m.hint or ''}" for m in messages)
     assert hint_fragment in text
+
+
+@pytest.mark.parametrize(
+    "setting",
+    [{"LEASE_TIMEOUT": 0.2, "MAX_BATCH": 1, "RESULT_TTL": None, "POLL_INTERVAL": 0.01},
+     {"RESULT_TTL": 0, "RETRY_BACKOFF_MAX": 0, "QUEUES": ("a",), "DEFAULT_QUEUE": "a"},
+     {"QUEUES": ["emails:high", "q" * 100, "default"], "TASK_MODULES": ("myapp.jobs",)}],
+)
+def test_good_settings_pass_and_are_read(setting):
+    with override_settings(JOBQUEUE=setting):
+        assert check_settings() == []
+        conf = get_settings()
+    for key, value in setting.items():
+        assert getattr(conf, key) == (tuple(value) if isinstance(value, list) else value)
+
+
+def test_a_bad_setting_is_refused_when_read_not_misread():
+    """Code that reads the settings without the system checks (a web server's process) gets
+    the same message, instead of a worker serving queues 'd', 'e', 'f', ..."""
+    with override_settings(JOBQUEUE={"QUEUES": "default", "MAX_BATCH": 2.5}), pytest.raises(
+        ConfigurationError, match=r"not the string 'default'.*'MAX_BATCH'\] = 2.5"
+    ):
+        get_settings()
+    with override_settings(JOBQUEUE={"QUEUES": "default"}):
+        assert check_tasks() == []  # check_settings reports it once
 
 
 def test_task_on_unknown_queue_is_reported():

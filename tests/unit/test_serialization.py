@@ -6,7 +6,7 @@ from decimal import Decimal
 import pytest
 
 from jobqueue.exceptions import SerializationError
-from jobqueue.serialization import DecodeError, dumps, loads
+from jobqueue.serialization import MAX_DEPTH, DecodeError, dumps, loads
 from tests.testapp.models import Note
 
 
@@ -84,3 +84,34 @@ def test_deleted_model_instance_is_a_clear_error():
     note.delete()
     with pytest.raises(DecodeError, match=r"testapp.Note with pk=\d+ no longer exists"):
         loads(text)
+
+
+def nested(depth):
+    value = []
+    for _ in range(depth - 1):
+        value = [value]
+    return value
+
+
+def test_nesting_up_to_the_limit_round_trips():
+    assert loads(dumps(nested(MAX_DEPTH))) == nested(MAX_DEPTH)
+    assert loads(dumps({"a": nested(MAX_DEPTH - 1)})) == {"a": nested(MAX_DEPTH - 1)}
+
+
+@pytest.mark.parametrize("depth", [MAX_DEPTH + 1, 500, 5000])
+def test_deeper_nesting_is_refused_with_its_path_not_a_recursion_error(depth):
+    with pytest.raises(SerializationError, match=rf"^x\[0\]\[0\].*nested deeper than {MAX_DEPTH}"):
+        dumps(nested(depth), "x")
+
+
+def test_a_value_that_contains_itself_is_refused():
+    loop = {"a": []}
+    loop["a"].append(loop)
+    with pytest.raises(SerializationError, match=r"^x\['a'\]\[0\]\['a'\].*contains itself"):
+        dumps(loop, "x")
+
+
+def test_an_int_too_long_for_text_is_refused():
+    assert loads(dumps(10**3999)) == 10**3999
+    with pytest.raises(SerializationError, match=r"^x\[0\]: an int of more than 4000 digits"):
+        dumps([-(10**4000)], "x")

@@ -1,11 +1,14 @@
+import datetime
+import math
+import re
 import uuid
 
 import pytest
 from django.test import override_settings
 
-from jobqueue import Task, task
+from jobqueue import Task, registry, task
 from jobqueue.consumer import Consumer
-from jobqueue.exceptions import ConfigurationError, UnknownTask
+from jobqueue.exceptions import ConfigurationError, SerializationError, UnknownTask
 from jobqueue.execution import retry_delay
 from jobqueue.message import new_job_id
 from jobqueue.registry import get_task, worker_imports
@@ -103,3 +106,105 @@ def test_batch_size_grows_on_fast_full_batches_and_shrinks_on_slow_ones():
     assert Consumer.next_batch_size(4, 2, 0.001) == 4
     assert Consumer.next_batch_size(8, 8, 1.0) == 4
     assert Consumer.next_batch_size(1, 1, 1.0) == 1
+
+
+def declare(**options):
+    return task(**options)(lambda: None)
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        # "|" separates a Redis message's fields: such a job would be stored and never queued.
+        ({"name": "a|b"}, "task name 'a|b' holds '|'"),
+        ({"queue": "a|b"}, "queue 'a|b' holds '|'"),
+        ({"queue": "a,b"}, "queue 'a,b' holds ','"),
+        ({"name": "two words"}, "holds ' '"),
+        ({"name": "line\nbreak"}, r"holds '\n'"),
+        ({"name": ""}, "task name must be a non-empty string"),
+        ({"queue": ""}, "queue must be a non-empty string"),
+        ({"name": "t" * 201}, "201 characters long; at most 200"),
+        ({"queue": "q" * 101}, "101 characters long; at most 100"),
+        ({"max_retries": 32768}, "max_retries must be an int from 0 to 32767"),
+        ({"max_retries": -1}, "max_retries must be an int from 0 to 32767"),
+        ({"max_retries": True}, "max_retries must be an int"),
+        ({"max_retries": 2.0}, "max_retries must be an int"),
+        ({"priority": 101}, "priority must be an int from -100 to 100"),
+        ({"priority": -101}, "priority must be an int from -100 to 100"),
+        ({"priority": True}, "priority must be an int from -100 to 100"),
+        ({"timeout": 0}, "timeout must be a number of seconds > 0"),
+        ({"timeout": -1}, "timeout must be a number of seconds > 0"),
+        ({"timeout": math.nan}, "timeout must be a number of seconds > 0"),
+        ({"timeout": math.inf}, "timeout must be a number of seconds > 0"),
+        ({"timeout": "30"}, "timeout must be a number of seconds > 0"),
+        ({"retry_backoff": -1}, "retry_backoff must be a number of seconds"),
+        ({"retry_backoff": math.nan}, "retry_backoff must be a number of seconds"),
+        ({"retry_backoff": "2"}, "retry_backoff must be a number of seconds"),
+    ],
+)
+def test_bad_names_and_options_fail_at_declaration(options, message):
+    with pytest.raises(ConfigurationError, match=re.escape(message)):
+        declare(**options)
+    assert not [t for t in registry.all_tasks().values() if t.module == __name__ and
+                t.name.endswith("<lambda>")]
+
+
+def test_longest_names_and_options_that_fit_are_accepted():
+    t = task(name="t" * 200, queue="q" * 100, max_retries=32767, priority=-100, timeout=0.5)(
+        lambda: None)
+    try:
+        assert (t.name, t.queue, t.max_retries, t.priority) == ("t" * 200, "q" * 100, 32767, -100)
+    finally:
+        registry._tasks.pop(t.name)
+
+
+def test_a_task_name_taken_by_another_module_is_refused():
+    with pytest.raises(ConfigurationError, match="'tests.testapp.tasks.add' is taken by "
+                                                 r"tests.testapp.tasks.add; give one"):
+        task(name=add.name)(lambda: None)
+    assert get_task(add.name) is add
+
+
+@pytest.mark.parametrize(
+    ("options", "error", "message"),
+    [
+        ({"queue": "a|b"}, ValueError, "queue 'a|b' holds '|'"),
+        ({"queue": "q" * 101}, ValueError, "at most 100"),
+        ({"queue": ""}, ValueError, "queue must be a non-empty string"),
+        ({"priority": True}, ValueError, "priority must be an int from -100 to 100"),
+        ({"countdown": math.nan}, ValueError, "countdown must be a number of seconds"),
+        ({"countdown": 1e12}, ValueError, "countdown must be a number of seconds"),
+        ({"countdown": "10"}, ValueError, "countdown must be a number of seconds"),
+        ({"eta": "2030-01-01"}, ValueError, "eta must be an aware datetime"),
+        ({"eta": datetime.date(2030, 1, 1)}, ValueError, "eta must be an aware datetime"),
+        ({"eta": datetime.datetime(2030, 1, 1)}, ValueError, "eta must be an aware datetime"),
+        ({"args": "12"}, TypeError, "args must be a list or tuple"),
+        ({"args": {1: 2}}, TypeError, "args must be a list or tuple"),
+        ({"args": (1,), "kwargs": [("y", 2)]}, TypeError, "kwargs must be a dict"),
+    ],
+)
+def test_bad_apply_async_options_are_refused(options, error, message):
+    options = {"args": (1, 2), **options}
+    with pytest.raises(error, match=re.escape(message)):
+        add.message(options.pop("args"), options.pop("kwargs", None), **options)
+
+
+def test_options_changed_after_declaration_are_checked_at_send():
+    t = task(name="tests.unit.test_task.changed", max_retries=1)(lambda: None)
+    try:
+        t.max_retries = 40000
+        with override_settings(JOBQUEUE={"TASK_MODULES": [__name__]}), pytest.raises(
+            ValueError, match="max_retries must be an int from 0 to 32767"
+        ):
+            t.message()
+    finally:
+        registry._tasks.pop(t.name)
+
+
+def test_a_nested_argument_names_the_argument_instead_of_recursion_error():
+    value = []
+    for _ in range(500):
+        value = [value]
+    with pytest.raises(SerializationError, match=r"add\(\) argument 'y'\[0\]\[0\].*nested deeper"
+                                                 " than 100"):
+        add.message((1, value))

@@ -4,6 +4,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from jobqueue import names
 from jobqueue.conf import get_settings
 from jobqueue.worker import Supervisor
 
@@ -34,6 +35,10 @@ class Command(BaseCommand):
             handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
             logger.addHandler(handler)
             logger.setLevel(logging.INFO if options["verbosity"] < 2 else logging.DEBUG)
+        if options["name"] is not None:
+            problem = names.worker_name_problem(options["name"], options["concurrency"])
+            if problem:
+                raise CommandError(problem)
         try:
             supervisor = Supervisor(
                 queues=options["queues"] or get_settings().QUEUES,
