@@ -68,7 +68,9 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckM
         )
     found = problems(user)
     errors += [
-        checks.Error(problem.message, hint=problem.hint, id=PROBLEM_IDS[problem.key])
+        checks.Error(
+            problem.message, hint=problem.hint, id=PROBLEM_IDS.get(problem.key, "jobqueue.E001")
+        )
         for problem in found
     ]
     if not any(problem.key == "BROKER" for problem in found):
