@@ -16,7 +16,7 @@ QUEUE_NAME_MAX = 100  # Job.queue
 WORKER_NAME_MAX = 200  # Worker.name, Job.worker: each process is named "<name>/<n>"
 QUEUES_MAX = 1000  # Worker.queues: the queues a worker serves, joined by ","
 
-FORBIDDEN = re.compile(r"[|,\s\x00-\x1f\x7f]")
+FORBIDDEN = re.compile(r"[|,\s\x00-\x1f\x7f-\x9f]")
 RULE = "no '|', ',', whitespace or control character"
 
 

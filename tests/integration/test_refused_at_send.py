@@ -42,3 +42,17 @@ def test_a_refused_send_writes_nothing(send):
     assert not Outbox.objects.exists()
     add.delay(1, 2)  # the broker itself is fine
     assert Job.objects.count() == 1
+
+
+def test_a_send_under_unusable_settings_writes_nothing():
+    """A web process runs no system checks: a queue named with '|' is refused at send, not
+    stored for ever as a job no worker can claim."""
+    from django.test import override_settings
+
+    from jobqueue.exceptions import ConfigurationError
+
+    with override_settings(JOBQUEUE={"QUEUES": ["default", "a|b"]}), pytest.raises(
+        ConfigurationError, match=r"JOBQUEUE\['QUEUES'\]: queue name 'a\|b' holds '\|'"
+    ):
+        add.apply_async((1, 2), queue="default")
+    assert not Job.objects.exists()

@@ -23,7 +23,8 @@ def test_ordinary_names_pass(name):
 @pytest.mark.parametrize(
     ("name", "message"),
     [("a|b", "holds '|'"), ("a,b", "holds ','"), ("a b", "holds ' '"), ("a\tb", r"holds '\t'"),
-     ("a\x00", r"holds '\x00'"), ("", "non-empty string"), (None, "non-empty string"),
+     ("a\x00", r"holds '\x00'"), ("a\x9f", r"holds '\x9f'"), ("a\u2028b", "holds"),
+     ("", "non-empty string"), (None, "non-empty string"),
      ("x" * 11, "11 characters long; at most 10")],
 )
 def test_unusable_names_are_explained(name, message):
