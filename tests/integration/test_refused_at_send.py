@@ -4,8 +4,9 @@ import math
 
 import pytest
 from django.db import transaction
+from django.test import override_settings
 
-from jobqueue.exceptions import JobQueueError
+from jobqueue.exceptions import ConfigurationError, JobQueueError
 from jobqueue.models import Job, Outbox
 from tests.testapp.tasks import add
 
@@ -47,10 +48,6 @@ def test_a_refused_send_writes_nothing(send):
 def test_a_send_under_unusable_settings_writes_nothing():
     """A web process runs no system checks: a queue named with '|' is refused at send, not
     stored for ever as a job no worker can claim."""
-    from django.test import override_settings
-
-    from jobqueue.exceptions import ConfigurationError
-
     with override_settings(JOBQUEUE={"QUEUES": ["default", "a|b"]}), pytest.raises(
         ConfigurationError, match=r"JOBQUEUE\['QUEUES'\]: queue name 'a\|b' holds '\|'"
     ):
