@@ -7,7 +7,7 @@ from django.core.files.base import ContentFile
 from demo_project.shootr.browser import Capture, PageLoadError, kept_browser
 from demo_project.shootr.imaging import make_thumbnail
 from demo_project.shootr.models import Screenshot
-from demo_project.shootr.urlsafety import URLRefused, check_url, private_hosts_allowed
+from demo_project.shootr.urlsafety import URLRefused, check_url, private_access
 from jobqueue import task
 
 # A page has 20 s to load (browser.Limits); the job's timeout leaves room for starting Chromium
@@ -51,7 +51,7 @@ def make_screenshot(shot: Screenshot) -> dict[str, str]:
 
 def take(url: str) -> Capture:
     """Check the URL where it is opened, open it, and check where it redirected to."""
-    allow_private = private_hosts_allowed()
+    allow_private = private_access()
     check_url(url, allow_private=allow_private)
     capture = kept_browser.capture(url)
     if capture.final_url != url:
