@@ -54,8 +54,9 @@ def test_a_screenshot_killed_by_its_timeout_shows_failed(
                                                                                 "started"),
                timeout=5, message="the page to follow the job")
 
-    job = wait_until(lambda: Job.objects.filter(id=shot.job_id, status="failed").first(),
-                     timeout=90, message="the job to fail after its retry")
+    wait_until(lambda: Job.objects.filter(id=shot.job_id, status="failed").exists(),
+               timeout=90, message="the job to fail after its retry")
+    job = Job.objects.get(id=shot.job_id)
     assert job.attempts == 2
     assert "exceeded its timeout" in job.error
     # Both runs really asked for the page, and neither reached the task's failure branch.
