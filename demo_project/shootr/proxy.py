@@ -180,24 +180,18 @@ def _read_head(sock: socket.socket) -> tuple[bytes, bytes]:
 
 
 def _pipe(client: socket.socket, upstream: socket.socket, idle_timeout: float) -> None:
-    """Copy both ways until the upstream side closes or nothing moves for ``idle_timeout``."""
+    """Copy both ways until either side closes (the answer is complete, or the browser has
+    moved on) or nothing moves for ``idle_timeout``."""
     peers = {client: upstream, upstream: client}
-    open_ = [client, upstream]
-    while open_:
-        readable, _, _ = select.select(open_, [], [], idle_timeout)
+    while True:
+        readable, _, _ = select.select(list(peers), [], [], idle_timeout)
         if not readable:
             return
         for sock in readable:
             data = sock.recv(65536)
-            if data:
-                peers[sock].sendall(data)
-                continue
-            if sock is upstream:
-                return  # the answer is complete
-            # The browser has sent everything; the answer may still be coming.
-            with contextlib.suppress(OSError):
-                upstream.shutdown(socket.SHUT_WR)
-            open_.remove(sock)
+            if not data:
+                return
+            peers[sock].sendall(data)
 
 
 def _net_error(error: OSError) -> str:

@@ -13,7 +13,7 @@ from django.views.decorators.http import require_GET, require_http_methods
 from demo_project.shootr.forms import MAX_URLS, BundleForm
 from demo_project.shootr.models import Bundle, Screenshot
 from demo_project.shootr.tasks import make_screenshot
-from jobqueue import JobNotFound, JobResult
+from jobqueue import JobQueueError, JobResult
 from jobqueue.models import Job
 
 POLL_INTERVAL_MS = 1000
@@ -95,7 +95,7 @@ def follow_job(shot: Screenshot) -> str:
                 row.ended_at,
             )
             return shot.status
-    except JobNotFound:  # purged: the row is all there is
+    except JobQueueError:  # purged, or the broker is out of reach: the row is all there is
         return shot.status
     if status in (Job.Status.QUEUED, Job.Status.SCHEDULED):
         return Screenshot.Status.QUEUED
