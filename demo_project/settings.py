@@ -3,6 +3,7 @@
 Secrets and deployment choices come from the environment, never from this file.
 """
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -12,6 +13,10 @@ DATA_DIR = Path(os.environ.get("DEMO_DATA_DIR", BASE_DIR / "var"))
 SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY", "insecure-demo-key-set-DJANGO_SECRET_KEY")
 DEBUG = os.environ.get("DJANGO_DEBUG", "1") == "1"
 ALLOWED_HOSTS = os.environ.get("DJANGO_ALLOWED_HOSTS", "127.0.0.1,localhost").split(",")
+# Private, loopback and link-local addresses Shootr may photograph anyway: none unless asked for,
+# whatever DEBUG says. "1" for all of them (development only), or a list of address:port pairs,
+# e.g. "127.0.0.1:8000" for the demo's own pages.
+SHOOTR_ALLOW_PRIVATE_HOSTS = os.environ.get("SHOOTR_ALLOW_PRIVATE_HOSTS", "")
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -69,6 +74,11 @@ else:
             "NAME": os.environ.get("DATABASE_NAME", str(DATA_DIR / "demo.sqlite3")),
         }
     }
+    # SQLite creates the file, not its directory: without this, `migrate` in a fresh clone fails
+    # with "unable to open database file". Where it cannot be created (a read-only system in
+    # production), the database's own error says so.
+    with contextlib.suppress(OSError):
+        Path(DATABASES["default"]["NAME"]).parent.mkdir(parents=True, exist_ok=True)
 
 JOBQUEUE = {"QUEUES": ["high", "default", "low"]}
 if os.environ.get("JOBQUEUE_BROKER") == "redis":

@@ -2,7 +2,9 @@
 
 Starting Chromium costs about a second, more than taking most screenshots, so a worker process
 starts its browser on first use and keeps it between jobs (``bench/screenshots.py`` measures the
-difference). This module knows nothing of Django, so the benchmark can use it as it is.
+difference). Every request the browser makes goes through its own filtering proxy (``proxy.py``),
+which asks the caller's check before connecting. This module knows nothing of Django, so the
+benchmark can use it as it is.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ from selenium.common.exceptions import TimeoutException, WebDriverException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.remote.webdriver import WebDriver as RemoteWebDriver
 
+from demo_project.shootr.proxy import Check, FilteringProxy, Problem, resolve_only
+
 CHROMIUM = os.environ.get("SHOOTR_CHROMIUM", "/usr/bin/chromium")
 CHROMEDRIVER = os.environ.get("SHOOTR_CHROMEDRIVER", "/usr/bin/chromedriver")
 FLAGS = (
@@ -41,6 +45,12 @@ FLAGS = (
     "--hide-scrollbars",
     "--mute-audio",
 )
+# No way around the proxy: not for loopback (bypassed by default), not for WebRTC's UDP.
+PREFS = {
+    "webrtc.ip_handling_policy": "disable_non_proxied_udp",
+    "webrtc.multiple_routes_enabled": False,
+    "webrtc.nonproxied_udp_enabled": False,
+}
 # Reads the net error code off Chromium's own error page ("This site can't be reached").
 ERROR_PAGE_JS = """
 if (!location.href.startsWith("chrome-error://")) return null;
@@ -73,6 +83,7 @@ class Capture:
     title: str
     page_height: int
     height: int
+    blocked: tuple[str, ...] = ()  # requests of the page the check refused: "target: reason"
 
     @property
     def truncated(self) -> bool:
@@ -83,12 +94,17 @@ class PageLoadError(Exception):
     """The page did not load (refused, unknown host, timeout); the page's fault, not ours."""
 
 
+class RequestRefused(PageLoadError):
+    """The page, or a redirect on the way to it, is somewhere the check does not let us go."""
+
+
 class Browser:
     """One headless Chromium with a throwaway profile, driven through chromedriver."""
 
     def __init__(self, limits: Limits | None = None) -> None:
         self.limits = limits or Limits()
         self.profile = tempfile.mkdtemp(prefix="shootr-chromium-")
+        self.proxy = FilteringProxy(connect_timeout=self.limits.page_load_timeout)
         os.environ.setdefault("SE_OFFLINE", "true")  # explicit paths below; never download
         # A session of its own: terminal signals stay with the worker, and the reaper can kill
         # chromedriver and Chromium together as one process group.
@@ -102,6 +118,7 @@ class Browser:
         try:
             self.driver = webdriver.Chrome(service=service, options=self._options())
         except BaseException:
+            self.proxy.close()
             shutil.rmtree(self.profile, ignore_errors=True)
             raise
         self.service = service
@@ -124,6 +141,9 @@ class Browser:
             options.add_argument(flag)
         options.add_argument(f"--user-data-dir={self.profile}")
         options.add_argument(f"--window-size={self.limits.width},{self.limits.height}")
+        options.add_argument(f"--proxy-server={self.proxy.url}")
+        options.add_argument("--proxy-bypass-list=<-loopback>")
+        options.add_experimental_option("prefs", PREFS)
         # chromedriver turns the popup blocker off by default; a screenshot needs no popups.
         options.add_experimental_option("excludeSwitches", ["disable-popup-blocking"])
         options.unhandled_prompt_behavior = "dismiss"
@@ -138,8 +158,19 @@ class Browser:
             return False
         return True
 
-    def capture(self, url: str) -> Capture:
-        """Load ``url`` and take a PNG of the top of the page, at most ``max_height`` tall."""
+    def capture(self, url: str, check: Check | None = None) -> Capture:
+        """Load ``url`` and take a PNG of the top of the page, at most ``max_height`` tall.
+
+        ``check(host, port)`` decides every connection the page makes (see ``proxy.Check``);
+        None opens everything, which only local measurements should ask for.
+        """
+        try:
+            with self.proxy.checking(check or resolve_only) as problems:
+                return self._capture(url, problems)
+        finally:
+            self.forget(url)
+
+    def _capture(self, url: str, problems: list[Problem]) -> Capture:
         driver = self.driver
         try:
             driver.get(url)
@@ -151,28 +182,26 @@ class Browser:
             code = _net_error(exc.msg or "")
             if code is None:
                 raise
-            raise PageLoadError(f"the page could not be loaded: net::{code}") from None
-        try:
-            error = driver.execute_script(ERROR_PAGE_JS)
-            if error:
-                raise PageLoadError(f"the page could not be loaded: net::{error}")
-            page_height = int(driver.execute_script(PAGE_HEIGHT_JS) or 0)
-            height = max(1, min(page_height or self.limits.height, self.limits.max_height))
-            shot = driver.execute_cdp_cmd("Page.captureScreenshot", {
-                "format": "png",
-                "captureBeyondViewport": True,
-                "clip": {"x": 0, "y": 0, "width": self.limits.width, "height": height,
-                         "scale": 1},
-            })
-            return Capture(
-                png=base64.b64decode(shot["data"]),
-                final_url=driver.current_url,
-                title=driver.title[:300],
-                page_height=page_height,
-                height=height,
-            )
-        finally:
-            self.forget(url)
+            raise _load_error(code, driver.current_url, problems) from None
+        error = driver.execute_script(ERROR_PAGE_JS)
+        if error:
+            raise _load_error(error, driver.current_url, problems)
+        page_height = int(driver.execute_script(PAGE_HEIGHT_JS) or 0)
+        height = max(1, min(page_height or self.limits.height, self.limits.max_height))
+        shot = driver.execute_cdp_cmd("Page.captureScreenshot", {
+            "format": "png",
+            "captureBeyondViewport": True,
+            "clip": {"x": 0, "y": 0, "width": self.limits.width, "height": height,
+                     "scale": 1},
+        })
+        return Capture(
+            png=base64.b64decode(shot["data"]),
+            final_url=driver.current_url,
+            title=driver.title[:300],
+            page_height=page_height,
+            height=height,
+            blocked=tuple(f"{p.target}: {p.reason}" for p in problems if p.refused),
+        )
 
     def forget(self, url: str) -> None:
         """Leave nothing for the next job: one blank tab, no cookies, cache or site storage."""
@@ -205,7 +234,23 @@ class Browser:
                 self.service.process.wait(timeout=10)
             self.service.stop()
         finally:
+            self.proxy.close()
             shutil.rmtree(self.profile, ignore_errors=True)
+
+
+def _load_error(code: str, failed_url: str, problems: list[Problem]) -> PageLoadError:
+    """Why the page did not load. Chromium calls the proxy's refusals ``ERR_EMPTY_RESPONSE`` or
+    ``ERR_TUNNEL_CONNECTION_FAILED``; the proxy knows what happened to the URL that failed (the
+    error page's URL: the last hop of the redirects)."""
+    parts = urlsplit(failed_url)
+    port = parts.port or (443 if parts.scheme in ("https", "wss") else 80)
+    mine = [p for p in problems if p.host == parts.hostname and p.port == port]
+    if not mine:
+        return PageLoadError(f"the page could not be loaded: net::{code}")
+    last = mine[-1]
+    if last.refused:
+        return RequestRefused(f"refused to open {last.target}: {last.reason}")
+    return PageLoadError(f"the page could not be loaded: net::{last.code}")
 
 
 def _net_error(message: str) -> str | None:
@@ -226,18 +271,18 @@ class KeptBrowser:
         self._pid = 0
         self._lock = threading.Lock()
 
-    def capture(self, url: str) -> Capture:
+    def capture(self, url: str, check: Check | None = None) -> Capture:
         """Take a screenshot; a browser that crashes under the page is replaced, once."""
         with self._lock:
             try:
-                return self._get().capture(url)
+                return self._get().capture(url, check)
             except PageLoadError:
                 raise
             except WebDriverException:
                 if self._browser is not None and self._browser.alive():
                     raise
                 self._discard()
-                return self._get().capture(url)
+                return self._get().capture(url, check)
 
     def close(self) -> None:
         with self._lock:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from django import forms
 from django.core.exceptions import ValidationError
 
-from demo_project.shootr.urlsafety import URLRefused, check_text, private_hosts_allowed
+from demo_project.shootr.urlsafety import URLRefused, check_text, private_access
 
 MAX_URLS = 20
 
@@ -32,7 +32,7 @@ class BundleForm(forms.Form):
             raise ValidationError(
                 f"At most {MAX_URLS} URLs per bundle; you entered {count}.", code="too_many"
             )
-        allow_private = private_hosts_allowed()
+        allow_private = private_access()
         urls: list[str] = []
         errors: list[ValidationError] = []
         for number, line in enumerate(lines, start=1):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from django.db import models
 from django.urls import reverse
@@ -104,6 +104,21 @@ class Screenshot(models.Model):
         self.error = error
         self.finished_at = timezone.now()
         self.save(update_fields=["status", "error", "finished_at"])
+
+    def mark_ended_by_job(self, error: str, ended_at: datetime | None) -> None:
+        """Record a job that ended without the task recording it (killed by its timeout,
+        canceled, lost with its worker). Only if the row still waits on that same job: a later
+        attempt, or "take again", is never overwritten."""
+        changes = {"status": self.Status.FAILED, "error": error,
+                   "finished_at": ended_at or timezone.now()}
+        updated = Screenshot.objects.filter(
+            pk=self.pk, job_id=self.job_id, status__in=(self.Status.QUEUED, self.Status.STARTED),
+        ).update(**changes)
+        if updated:
+            for name, value in changes.items():
+                setattr(self, name, value)
+        else:
+            self.refresh_from_db()
 
     def mark_retrying(self, error: str) -> None:
         """Back to waiting: the job failed in a way another attempt may not."""

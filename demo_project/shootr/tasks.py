@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import logging
+from functools import partial
+
 from django.core.files.base import ContentFile
 
 from demo_project.shootr.browser import Capture, PageLoadError, kept_browser
 from demo_project.shootr.imaging import make_thumbnail
 from demo_project.shootr.models import Screenshot
-from demo_project.shootr.urlsafety import URLRefused, check_url, private_hosts_allowed
+from demo_project.shootr.urlsafety import URLRefused, check_endpoint, check_url, private_access
 from jobqueue import task
+
+logger = logging.getLogger(__name__)
 
 # A page has 20 s to load (browser.Limits); the job's timeout leaves room for starting Chromium
 # and for one restart of a crashed browser, so the task normally ends on its own terms.
@@ -50,15 +55,14 @@ def make_screenshot(shot: Screenshot) -> dict[str, str]:
 
 
 def take(url: str) -> Capture:
-    """Check the URL where it is opened, open it, and check where it redirected to."""
-    allow_private = private_hosts_allowed()
-    check_url(url, allow_private=allow_private)
-    capture = kept_browser.capture(url)
-    if capture.final_url != url:
-        try:
-            check_url(capture.final_url, allow_private=allow_private)
-        except URLRefused as exc:
-            raise URLRefused(f"the page redirected to {capture.final_url}: {exc}") from None
+    """Check the URL before the browser starts (the common refusal, cheaply), then let the
+    browser's proxy check every request the page makes: each redirect hop, each image or frame.
+    """
+    access = private_access()
+    check_url(url, allow_private=access)
+    capture = kept_browser.capture(url, partial(check_endpoint, allow_private=access))
+    for blocked in capture.blocked:
+        logger.warning("url=%s blocked=%s", url, blocked)
     return capture
 
 

@@ -13,6 +13,8 @@ from django.views.decorators.http import require_GET, require_http_methods
 from demo_project.shootr.forms import MAX_URLS, BundleForm
 from demo_project.shootr.models import Bundle, Screenshot
 from demo_project.shootr.tasks import make_screenshot
+from jobqueue import JobQueueError, JobResult
+from jobqueue.models import Job
 
 POLL_INTERVAL_MS = 1000
 
@@ -58,7 +60,7 @@ def bundle_status(request: HttpRequest, pk: UUID) -> JsonResponse:
 
 def bundle_state(bundle: Bundle) -> dict[str, Any]:
     """Everything the bundle page shows, in one shape for the template and for the poller."""
-    shots = [shot_state(shot) for shot in bundle.screenshots.all()]
+    shots = [shot_state(shot, follow_job(shot)) for shot in bundle.screenshots.all()]
     counts = {status: 0 for status in Screenshot.Status.values}
     for shot in shots:
         counts[shot["status"]] += 1
@@ -74,12 +76,40 @@ def bundle_state(bundle: Bundle) -> dict[str, Any]:
     }
 
 
-def shot_state(shot: Screenshot) -> dict[str, Any]:
+def follow_job(shot: Screenshot) -> str:
+    """The status to show: the row's once the task has recorded an end, else the job's.
+
+    The job is the truth about a run: a run killed by its timeout (or canceled, or lost with its
+    worker) never reaches the task's own failure branch, so its row alone would say ``started``
+    for ever. Such an end is written to the row, once; a job waiting for its retry shows queued.
+    """
+    if shot.finished or not shot.job_id:
+        return shot.status
+    job = JobResult(shot.job_id)
+    try:
+        status = job.status
+        if status in (Job.Status.FAILED, Job.Status.CANCELED):
+            row = job.job
+            shot.mark_ended_by_job(
+                f"the screenshot was not taken: {row.error or f'the job was {status}'}",
+                row.ended_at,
+            )
+            return shot.status
+    except JobQueueError:  # purged, or the broker is out of reach: the row is all there is
+        return shot.status
+    if status in (Job.Status.QUEUED, Job.Status.SCHEDULED):
+        return Screenshot.Status.QUEUED
+    if status == Job.Status.STARTED:
+        return Screenshot.Status.STARTED
+    return shot.status  # succeeded: the task recorded its own end
+
+
+def shot_state(shot: Screenshot, status: str) -> dict[str, Any]:
     took = shot.took
     return {
         "id": shot.pk,
         "url": shot.url,
-        "status": shot.status,
+        "status": status,
         "title": shot.title,
         "error": shot.error,
         "image": shot.image.url if shot.image else None,

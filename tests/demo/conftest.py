@@ -9,7 +9,7 @@ import socket
 import threading
 from collections.abc import Iterator
 from functools import partial
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler, SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -70,6 +70,56 @@ def pages(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     server.shutdown()
     server.server_close()
     thread.join()
+
+
+class CountingServer(ThreadingHTTPServer):
+    """Counts the connections it accepts: independent of the browser's and the guard's word."""
+
+    daemon_threads = True
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.connections = 0
+        self.paths: list[str] = []
+
+    def get_request(self) -> tuple[socket.socket, Any]:
+        request = super().get_request()
+        self.connections += 1
+        return request
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+
+def serve(handler: type[BaseHTTPRequestHandler]) -> Iterator[CountingServer]:
+    server = CountingServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+class HangingHandler(BaseHTTPRequestHandler):
+    """Reads the request, then never answers: a page that loads for ever."""
+
+    timeout = 120
+
+    def do_GET(self) -> None:
+        self.server.paths.append(self.path)  # type: ignore[attr-defined]
+        self.rfile.read()  # until the browser (or its killed process) hangs up
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def hanging_page() -> Iterator[CountingServer]:
+    yield from serve(HangingHandler)
 
 
 @pytest.fixture

@@ -1,6 +1,13 @@
 import pytest
+from django.core.exceptions import ImproperlyConfigured
 
-from demo_project.shootr.urlsafety import URLRefused, check_text, check_url
+from demo_project.shootr.urlsafety import (
+    PrivateAccess,
+    URLRefused,
+    check_endpoint,
+    check_text,
+    check_url,
+)
 
 pytestmark = pytest.mark.demo
 
@@ -72,3 +79,44 @@ def test_allow_private_skips_resolution():
         raise AssertionError("must not resolve")
 
     assert check_url("http://127.0.0.1:8000/", allow_private=True, resolve=fail)
+
+
+@pytest.mark.parametrize(("value", "shown"), [
+    (True, "all private hosts"), ("yes", "all private hosts"), (False, "no private hosts"),
+    ("", "no private hosts"), ("0", "no private hosts"), (None, "no private hosts"),
+    ("127.0.0.1:8000, [::1]:8000", "127.0.0.1:8000, [::1]:8000"),
+    (["10.0.0.5", "::1"], "10.0.0.5, [::1]"),
+])
+def test_private_access_setting(value, shown):
+    assert str(PrivateAccess.parse(value)) == shown
+
+
+@pytest.mark.parametrize("value", ["127.0.0.1:http", "intranet:80", ["10.0.0.0/8"], 3])
+def test_a_bad_private_access_setting_is_named(value):
+    with pytest.raises(ImproperlyConfigured, match="SHOOTR_ALLOW_PRIVATE_HOSTS"):
+        PrivateAccess.parse(value)
+
+
+def test_an_allowed_endpoint_opens_that_address_and_port_only():
+    access = PrivateAccess.parse("127.0.0.1:8000")
+    assert check_text("http://127.0.0.1:8000/", allow_private=access)
+    assert check_endpoint("127.0.0.1", 8000, allow_private=access) == ["127.0.0.1"]
+    for host, port in (("127.0.0.1", 8001), ("127.0.0.2", 8000), ("0.0.0.0", 8000)):
+        with pytest.raises(URLRefused):
+            check_endpoint(host, port, allow_private=access, resolve=resolver(host))
+    with pytest.raises(URLRefused, match="loopback"):
+        check_text("http://127.0.0.1:8001/", allow_private=access)
+
+
+def test_every_address_of_a_name_is_checked_at_the_proxy():
+    with pytest.raises(URLRefused, match="private"):
+        check_endpoint("mixed.example", 443, allow_private=False,
+                       resolve=resolver("93.184.215.14", "10.0.0.1"))
+    assert check_endpoint("example.com", 443, allow_private=False,
+                          resolve=resolver("93.184.215.14")) == ["93.184.215.14"]
+
+
+@pytest.mark.parametrize("address", ["0.1.2.3", "::", "fc00::1", "::ffff:192.168.1.1"])
+def test_unspecified_and_ipv6_private_ranges_are_refused(address):
+    with pytest.raises(URLRefused):
+        check_endpoint("x.example", 80, allow_private=False, resolve=resolver(address))

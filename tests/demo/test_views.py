@@ -3,6 +3,7 @@
 import pytest
 
 from demo_project.shootr.models import Bundle, Screenshot
+from jobqueue import JobResult
 from jobqueue.models import Job
 
 pytestmark = [pytest.mark.demo, pytest.mark.urls("tests.demo.urls"),
@@ -49,3 +50,17 @@ def test_bundle_page_and_status(client):
 
 def test_unknown_bundle_is_404(client):
     assert client.get("/b/00000000-0000-0000-0000-000000000000/").status_code == 404
+
+
+def test_a_canceled_job_shows_its_screenshot_failed(client, allow_private):
+    client.post("/", {"urls": "https://example.com/"})
+    bundle = Bundle.objects.get()
+    shot = bundle.screenshots.get()
+    assert JobResult(shot.job_id).cancel()
+    state = client.get(f"{bundle.get_absolute_url()}status.json").json()
+    assert state["settled"] is True
+    assert [(s["status"], s["error"]) for s in state["shots"]] == [
+        ("failed", "the screenshot was not taken: the job was canceled")]
+    # Written to the row, for the admin too.
+    shot.refresh_from_db()
+    assert (shot.status, shot.finished_at is not None) == ("failed", True)

@@ -1,0 +1,204 @@
+"""A filtering HTTP proxy between Chromium and the network: every connection passes a check first.
+
+Chromium is started with this proxy for every scheme and host, loopback included, so a redirect
+hop, an image, a frame, a fetch or a WebSocket is checked before anything is sent to its host; a
+refused one is never connected to. The proxy connects to the very addresses the check returned, so
+a name that resolves differently the second time (DNS rebinding) changes nothing. Like
+``browser.py``, this module knows nothing of Django: the check is given by the caller.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+import select
+import socket
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+logger = logging.getLogger(__name__)
+
+# host, port -> the addresses that may be connected to; raises (any exception) to refuse.
+Check = Callable[[str, int], list[str]]
+
+MAX_HEAD = 64 * 1024
+HOP_BY_HOP = {b"connection", b"keep-alive", b"proxy-connection", b"proxy-authorization",
+              b"proxy-authenticate", b"te", b"trailer", b"upgrade"}
+
+
+@dataclass(frozen=True)
+class Problem:
+    """A connection the proxy did not make: ``refused`` by the check, or failed with ``code``
+    (Chromium's name for the error, e.g. ``ERR_CONNECTION_REFUSED``). ``target``: the URL of a
+    plain http request, ``host:port`` of a tunnel (https, wss)."""
+
+    target: str
+    host: str
+    port: int
+    reason: str
+    code: str
+    refused: bool
+
+
+def resolve_only(host: str, port: int) -> list[str]:
+    """No filtering at all: for local measurements, never for visitors' URLs."""
+    return [str(info[4][0]) for info in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)]
+
+
+def refuse_everything(host: str, port: int) -> list[str]:
+    raise PermissionError("no page is being captured")
+
+
+class FilteringProxy:
+    """Listens on 127.0.0.1 (a free port) in a thread of its own; one thread per connection."""
+
+    def __init__(self, connect_timeout: float = 10.0, idle_timeout: float = 60.0) -> None:
+        self.connect_timeout = connect_timeout
+        self.idle_timeout = idle_timeout
+        self._check: Check = refuse_everything
+        self._problems: list[Problem] = []
+        self._lock = threading.Lock()
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port: int = self._listener.getsockname()[1]
+        self._thread = threading.Thread(target=self._serve, name="shootr-proxy", daemon=True)
+        self._thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @contextlib.contextmanager
+    def checking(self, check: Check) -> Iterator[list[Problem]]:
+        """Check connections with ``check`` inside the block (outside, everything is refused);
+        yields the list of the block's problems, filled in as they happen."""
+        problems: list[Problem] = []
+        with self._lock:
+            self._check, self._problems = check, problems
+        try:
+            yield problems
+        finally:
+            with self._lock:
+                self._check, self._problems = refuse_everything, []
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self._listener.shutdown(socket.SHUT_RDWR)
+        self._listener.close()
+        self._thread.join(timeout=5)
+
+    # -- the connections ---------------------------------------------------------------------
+    def _serve(self) -> None:
+        while True:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return  # closed
+            threading.Thread(target=self._handle, args=(client,), daemon=True).start()
+
+    def _handle(self, client: socket.socket) -> None:
+        with client:
+            client.settimeout(self.idle_timeout)
+            try:
+                head, rest = _read_head(client)
+                if head:
+                    self._relay(client, head, rest)
+            except (OSError, ValueError) as exc:
+                logger.debug("proxy connection ended: %s", exc)
+
+    def _relay(self, client: socket.socket, head: bytes, rest: bytes) -> None:
+        request_line, _, headers = head.partition(b"\r\n")
+        method, target, version = request_line.decode("latin-1").split(" ", 2)
+        if method == "CONNECT":  # https and wss: a tunnel to host:port
+            host, _, port = target.rpartition(":")
+            upstream = self._open(target, host.strip("[]"), int(port))
+            if upstream is None:
+                client.sendall(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n")
+                return
+            client.sendall(b"HTTP/1.1 200 Connection Established\r\n\r\n")
+        else:  # plain http, the absolute URL in the request line
+            parts = urlsplit(target)
+            if parts.scheme != "http" or not parts.hostname:
+                client.sendall(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
+                return
+            upstream = self._open(target, parts.hostname, parts.port or 80)
+            if upstream is None:
+                return  # no answer at all: a network error for the browser, never a page to show
+            path = parts.path or "/"
+            if parts.query:
+                path += "?" + parts.query
+            # One request per connection: the next one may be for another host, checked anew.
+            kept = [line for line in headers.split(b"\r\n")
+                    if line and line.split(b":", 1)[0].strip().lower() not in HOP_BY_HOP]
+            rest = b"\r\n".join([f"{method} {path} {version}".encode("latin-1"), *kept,
+                                 b"Connection: close", b"", b""]) + rest
+        with upstream:
+            upstream.settimeout(self.idle_timeout)
+            if rest:
+                upstream.sendall(rest)
+            _pipe(client, upstream, self.idle_timeout)
+
+    def _open(self, target: str, host: str, port: int) -> socket.socket | None:
+        """Check, then connect to one of the checked addresses; None (and a problem recorded)
+        when refused or unreachable."""
+        with self._lock:
+            check, problems = self._check, self._problems
+        try:
+            addresses = check(host, port)
+        except Exception as exc:  # whatever the check raises is a refusal
+            # Between pages, only the browser's own background requests come here.
+            level = logging.DEBUG if check is refuse_everything else logging.INFO
+            logger.log(level, "proxy refused target=%s reason=%s", target, exc)
+            problems.append(Problem(target, host, port, str(exc), "ERR_BLOCKED_BY_CLIENT",
+                                    refused=True))
+            return None
+        error: OSError = OSError("no address")
+        for address in addresses:
+            try:
+                return socket.create_connection((address, port), timeout=self.connect_timeout)
+            except OSError as exc:
+                error = exc
+        problems.append(Problem(target, host, port, str(error), _net_error(error),
+                                refused=False))
+        return None
+
+
+def _read_head(sock: socket.socket) -> tuple[bytes, bytes]:
+    """The request line and headers, and whatever came after them."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(8192)
+        if not chunk:
+            return b"", b""
+        data += chunk
+        if len(data) > MAX_HEAD:
+            raise ValueError("request head too long")
+    head, _, rest = data.partition(b"\r\n\r\n")
+    return head, rest
+
+
+def _pipe(client: socket.socket, upstream: socket.socket, idle_timeout: float) -> None:
+    """Copy both ways until either side closes (the answer is complete, or the browser has
+    moved on) or nothing moves for ``idle_timeout``."""
+    peers = {client: upstream, upstream: client}
+    while True:
+        readable, _, _ = select.select(list(peers), [], [], idle_timeout)
+        if not readable:
+            return
+        for sock in readable:
+            data = sock.recv(65536)
+            if not data:
+                return
+            peers[sock].sendall(data)
+
+
+def _net_error(error: OSError) -> str:
+    if isinstance(error, ConnectionRefusedError):
+        return "ERR_CONNECTION_REFUSED"
+    if isinstance(error, TimeoutError):
+        return "ERR_CONNECTION_TIMED_OUT"
+    if error.errno in (errno.EHOSTUNREACH, errno.ENETUNREACH):
+        return "ERR_ADDRESS_UNREACHABLE"
+    return "ERR_CONNECTION_FAILED"

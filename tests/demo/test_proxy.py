@@ -1,0 +1,100 @@
+"""The browser's filtering proxy on its own: what it relays, what it refuses, and that a refused
+host is never connected to (counted by the host itself)."""
+
+from __future__ import annotations
+
+import http.client
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler
+from typing import Any
+
+import pytest
+
+from demo_project.shootr.proxy import FilteringProxy
+from tests.demo.conftest import CountingServer, serve
+
+pytestmark = pytest.mark.demo
+
+# No answer at all: how a client sees a request the proxy did not make.
+DISCONNECTED = (urllib.error.URLError, http.client.RemoteDisconnected)
+
+
+class Echo(BaseHTTPRequestHandler):
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        self.server.paths.append(self.path)  # type: ignore[attr-defined]
+        answer = f"{self.command} {self.path} {self.headers.get('Proxy-Connection')} ".encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(answer + body)))
+        self.end_headers()
+        self.wfile.write(answer + body)
+
+    do_GET = do_POST
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def echo() -> Iterator[CountingServer]:
+    yield from serve(Echo)
+
+
+@pytest.fixture
+def proxy() -> Iterator[FilteringProxy]:
+    proxy = FilteringProxy(connect_timeout=5, idle_timeout=10)
+    yield proxy
+    proxy.close()
+
+
+def fetch(proxy: FilteringProxy, url: str, data: bytes | None = None) -> bytes:
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({"http": proxy.url}))
+    with opener.open(url, data=data, timeout=10) as response:
+        return response.read()
+
+
+def allow_all(host: str, port: int) -> list[str]:
+    return ["127.0.0.1"]
+
+
+def test_relays_a_request_with_its_body_to_the_checked_address(proxy, echo):
+    with proxy.checking(allow_all) as problems:
+        answer = fetch(proxy, f"http://anything.invalid:{echo.server_address[1]}/form?a=1",
+                       data=b"x" * 100_000)
+    assert answer == b"POST /form?a=1 None " + b"x" * 100_000  # origin form, no proxy headers
+    assert problems == []
+
+
+def test_a_refused_request_gets_no_answer_and_reaches_no_one(proxy, echo):
+    def refuse(host: str, port: int) -> list[str]:
+        raise PermissionError(f"{host} is private")
+
+    with proxy.checking(refuse) as problems, pytest.raises(DISCONNECTED):
+        fetch(proxy, f"{echo.url}/secret")
+    assert echo.connections == 0
+    [problem] = problems
+    assert (problem.target, problem.reason, problem.refused) == (
+        f"{echo.url}/secret", "127.0.0.1 is private", True)
+
+
+def test_a_refused_tunnel_gets_403(proxy, echo):
+    conn = http.client.HTTPConnection("127.0.0.1", proxy.port, timeout=10)
+    with proxy.checking(lambda host, port: (_ for _ in ()).throw(PermissionError("no"))):
+        conn.request("CONNECT", f"127.0.0.1:{echo.server_address[1]}")
+        assert conn.getresponse().status == 403
+    conn.close()
+    assert echo.connections == 0
+
+
+def test_outside_a_capture_everything_is_refused(proxy, echo):
+    with pytest.raises(DISCONNECTED):
+        fetch(proxy, f"{echo.url}/between-pages")
+    assert echo.connections == 0
+
+
+def test_an_unreachable_host_is_reported_with_chromiums_name_for_it(proxy, closed_port):
+    with proxy.checking(allow_all) as problems, pytest.raises(DISCONNECTED):
+        fetch(proxy, f"http://127.0.0.1:{closed_port}/")
+    assert [(p.code, p.refused) for p in problems] == [("ERR_CONNECTION_REFUSED", False)]
