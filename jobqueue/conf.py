@@ -209,6 +209,10 @@ def get_settings() -> Settings:
     for key in ("QUEUES", "TASK_MODULES"):
         if key in values:
             values[key] = tuple(values[key])
+    for key in NUMBERS:
+        value = values.get(key)
+        if value is not None:  # a plain int or float, never an int subclass such as an enum
+            values[key] = int(value) if isinstance(value, int) else float(value)
     if "BROKER" in values:
         values["BROKER"] = {"BACKEND": DEFAULT_BROKER, **values["BROKER"]}
     return Settings(**values)

@@ -93,10 +93,11 @@ class Task(Generic[P, R]):
         self.func = func
         self.module = func.__module__
         self.queue = queue
-        self.priority = priority
-        self.max_retries = max_retries
+        # Plain int and float: an (int, Enum) member would be written as 'Prio.HIGH'.
+        self.priority = int(priority)
+        self.max_retries = int(max_retries)
         self.retry_backoff = float(retry_backoff)
-        self.timeout = timeout
+        self.timeout = None if timeout is None else float(timeout)
         self.signature = inspect.signature(func)
         self._imported_under: Any = None
         self._imported = False
@@ -202,11 +203,11 @@ class Task(Generic[P, R]):
             task=self.name,
             arguments=json_text(payload),
             queue=queue,
-            priority=priority,
+            priority=int(priority),
             run_at=run_at,
             enqueued_at=now,
-            max_retries=self.max_retries,
-            timeout=self.timeout,
+            max_retries=int(self.max_retries),
+            timeout=None if self.timeout is None else float(self.timeout),
         )
 
 
@@ -222,7 +223,7 @@ def _run_at(
                 f"{name}: countdown must be a number of seconds, at most {MAX_SECONDS:_}, "
                 f"not {countdown!r}"
             )
-        return now + timedelta(seconds=countdown)
+        return now + timedelta(seconds=float(countdown))
     if eta is not None and not (isinstance(eta, datetime) and timezone.is_aware(eta)):
         raise ValueError(f"{name}: eta must be an aware datetime, not {eta!r}")
     return eta

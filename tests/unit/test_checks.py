@@ -106,3 +106,16 @@ def test_unknown_broker_options_fail_with_the_setting_named():
                       "OPTIONS": {"urll": "x"}}}
     with override_settings(JOBQUEUE=bad), pytest.raises(ConfigurationError, match="OPTIONS"):
         get_broker()
+
+
+def test_numbers_given_as_int_subclasses_are_read_as_plain_numbers():
+    import enum
+
+    class Size(enum.IntEnum):
+        BATCH = 50
+
+    with override_settings(JOBQUEUE={"MAX_BATCH": Size.BATCH, "LEASE_TIMEOUT": Size.BATCH}):
+        assert check_settings() == []
+        conf = get_settings()
+    assert (type(conf.MAX_BATCH), conf.MAX_BATCH) == (int, 50)
+    assert type(conf.LEASE_TIMEOUT) is int
