@@ -64,6 +64,7 @@ def test_default_settings_pass():
         ({"TASK_MODULES": ["myapp..jobs"]}, "jobqueue.E008", "dotted module paths"),
         ({"TASK_MODULES": ["myapp.2jobs"]}, "jobqueue.E008", "dotted module paths"),
         ({"TASK_MODULES": ["myapp.jobs-v2"]}, "jobqueue.E008", "dotted module paths"),
+        ({"TASK_MODULES": ["myapp.jobs²"]}, "jobqueue.E008", "dotted module paths"),
         ({"TASK_MODULES": ["myapp.jobs\n"]}, "jobqueue.E008", "dotted module paths"),
     ],
 )
