@@ -121,6 +121,8 @@ def declare(**options):
         ({"queue": "a,b"}, "queue 'a,b' holds ','"),
         ({"name": "two words"}, "holds ' '"),
         ({"name": "line\nbreak"}, r"holds '\n'"),
+        ({"name": "add\u200b"}, "an invisible format character"),
+        ({"queue": "default\ud800"}, "a lone surrogate"),
         ({"name": ""}, "task name must be a non-empty string"),
         ({"queue": ""}, "queue must be a non-empty string"),
         ({"name": "t" * 201}, "201 characters long; at most 200"),
