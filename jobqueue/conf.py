@@ -253,6 +253,8 @@ def get_settings() -> Settings:
 def _reset(*, setting: str, **kwargs: Any) -> None:
     if setting == "JOBQUEUE":
         get_settings.cache_clear()
+        from jobqueue import registry
         from jobqueue.brokers import reset_broker
 
         reset_broker()
+        registry.rediscover()
