@@ -156,10 +156,7 @@ class Task(Generic[P, R]):
         conf = get_settings()
         if queue is None:
             queue = self.queue or conf.DEFAULT_QUEUE
-        else:
-            problem = names.problem("queue", queue, names.QUEUE_NAME_MAX)
-            if problem:
-                raise ValueError(f"{self.name}: {problem}")
+        # Every name in QUEUES was checked with the settings: only those can be sent to.
         if queue not in conf.QUEUES:
             raise ValueError(
                 f"{self.name}: unknown queue {queue!r}; JOBQUEUE['QUEUES'] has {list(conf.QUEUES)}"
