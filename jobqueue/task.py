@@ -89,7 +89,13 @@ class Task(Generic[P, R]):
             or _options_problem(max_retries, retry_backoff, timeout)
         )
         if problem:
-            raise ConfigurationError(f"@task {func.__module__}.{func.__qualname__}: {problem}")
+            # Raised while the app's tasks module is imported, so it stops django.setup() and
+            # every command: the last line of that traceback must say all (what, where, why).
+            code = getattr(func, "__code__", None)
+            where = f" ({code.co_filename}, line {code.co_firstlineno})" if code else ""
+            raise ConfigurationError(
+                f"@task {func.__module__}.{func.__qualname__}{where}: {problem}"
+            )
         self.func = func
         self.module = func.__module__
         self.queue = queue

@@ -94,3 +94,17 @@ def test_submodules_loaded_at_start_are_accepted_once_bad_settings_are_fixed():
         """)
     assert out.split() == ["tests.unit.startup.readyapp.tasks.billing.charge",
                            f"{PACKAGE}.included.ping"]
+
+
+def test_a_bad_task_in_an_installed_app_stops_manage_py_check_with_a_readable_error():
+    """A programming error: raised at declaration, so every command stops at django.setup();
+    the traceback's last line names the task, its file and line, and what is wrong."""
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "tests.unit.startup.settings_badapp"}
+    done = subprocess.run([sys.executable, "manage.py", "check"], cwd=ROOT, env=env, text=True,
+                          capture_output=True, timeout=60)
+    assert done.returncode == 1
+    path = os.path.join(ROOT, "tests", "unit", "startup", "badapp", "tasks.py")
+    assert done.stderr.strip().splitlines()[-1] == (
+        "jobqueue.exceptions.ConfigurationError: @task tests.unit.startup.badapp.tasks.report "
+        f"({path}, line 4): queue 'nightly reports' holds ' '; a name may hold no '|', ',', "
+        "whitespace, control or invisible format character, or lone surrogate")
