@@ -11,6 +11,8 @@ from jobqueue import registry, task
 from jobqueue.execution import execute
 from jobqueue.states import JobStatus
 
+pytestmark = pytest.mark.django_db  # execute() closes stale database connections
+
 
 def deep(depth):
     value = {}
