@@ -22,6 +22,10 @@ def check_broker_durability(app_configs: Any = None, **kwargs: Any) -> list[chec
     from jobqueue.brokers import get_broker
 
     try:
+        get_settings()
+    except ConfigurationError:
+        return []  # check_settings reports the setting; the broker cannot be asked anything
+    try:
         warnings = get_broker().durability_warnings()
     except JobQueueError as exc:
         return [

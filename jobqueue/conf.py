@@ -7,7 +7,6 @@ at first use, and ``manage.py check`` lists them all (``problems``), each with w
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cache
@@ -22,7 +21,6 @@ from jobqueue.exceptions import ConfigurationError
 
 DEFAULT_BROKER = "jobqueue.brokers.database.DatabaseBroker"
 MAX_SECONDS = 10**9  # about 31 years: any more overflows the dates a job's times are kept in
-MODULE_PATH = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
 
 
 @dataclass(frozen=True)
@@ -51,13 +49,30 @@ class Settings:
 KNOWN_KEYS = frozenset(Settings.__dataclass_fields__)
 SWITCHES = ("EAGER", "AUTODISCOVER", "TRACKING")
 
-# key: (whole numbers only, the least value, whether the least value itself is allowed, example)
-NUMBERS: dict[str, tuple[bool, float, bool, str]] = {
-    "LEASE_TIMEOUT": (False, 0, False, "seconds, e.g. 30"),
-    "POLL_INTERVAL": (False, 0, False, "seconds, e.g. 0.2"),
-    "MAX_BATCH": (True, 1, True, "jobs, e.g. 100"),
-    "RETRY_BACKOFF_MAX": (False, 0, True, "seconds, e.g. 3600"),
-    "RESULT_TTL": (False, 0, True, "seconds, e.g. 500, or None to keep results"),
+MAX_BATCH_MAX = 10_000  # one claim statement or script handles the batch at once
+
+# key: (whole numbers only, the least value, whether the least value itself is allowed, the
+# greatest value, what to write)
+NUMBERS: dict[str, tuple[bool, float, bool, float, str]] = {
+    # Leases are renewed every third of LEASE_TIMEOUT and kept in milliseconds by Redis: below
+    # 0.1 s a renewal cannot keep up, and below 0.001 s the lease would be 0 ms.
+    "LEASE_TIMEOUT": (
+        False,
+        0.1,
+        True,
+        MAX_SECONDS,
+        "seconds, e.g. 30 (at least 0.1: leases are renewed every third of it)",
+    ),
+    "POLL_INTERVAL": (
+        False,
+        0.001,
+        True,
+        MAX_SECONDS,
+        "seconds, e.g. 0.2 (at least 0.001: less would poll the broker in a busy loop)",
+    ),
+    "MAX_BATCH": (True, 1, True, MAX_BATCH_MAX, "jobs, e.g. 100"),
+    "RETRY_BACKOFF_MAX": (False, 0, True, MAX_SECONDS, "seconds, e.g. 3600"),
+    "RESULT_TTL": (False, 0, True, MAX_SECONDS, "seconds, e.g. 500, or None to keep results"),
 }
 
 
@@ -76,20 +91,9 @@ class Problem:
 def problems(user: Mapping[str, Any]) -> list[Problem]:
     """Every known key of ``user`` (the ``JOBQUEUE`` dict) whose value cannot be used."""
     found: list[Problem] = []
-    broker = user.get("BROKER", {})
-    if not (
-        isinstance(broker, dict)
-        and isinstance(broker.get("BACKEND", DEFAULT_BROKER), str)
-        and isinstance(broker.get("OPTIONS", {}), dict)
-    ):
-        found.append(
-            Problem(
-                "BROKER",
-                "JOBQUEUE['BROKER'] must be a dict with 'BACKEND' (a dotted path) and an "
-                f"optional 'OPTIONS' dict, not a {type(broker).__name__} of that shape.",
-                "'BROKER': {'BACKEND': 'jobqueue.brokers.database.DatabaseBroker'}",
-            )
-        )
+    broker_problem = _broker_problem(user.get("BROKER", {}))
+    if broker_problem:
+        found.append(Problem("BROKER", broker_problem, BROKER_FIX))
     queues = user.get("QUEUES", Settings.QUEUES)
     queues_problem = _queues_problem(queues)
     if queues_problem:
@@ -106,14 +110,14 @@ def problems(user: Mapping[str, Any]) -> list[Problem]:
                 f"Add it to QUEUES or set 'DEFAULT_QUEUE': {queues[0]!r}.",
             )
         )
-    for key, (whole, least, inclusive, example) in NUMBERS.items():
+    for key, (whole, least, inclusive, most, example) in NUMBERS.items():
         value = user.get(key, getattr(Settings, key))
         if key == "RESULT_TTL" and value is None:
             continue
-        if not _number_ok(value, whole, least, inclusive):
+        if not _number_ok(value, whole, least, inclusive, most):
             kind = "a whole number" if whole else "a number"
             bound = f"{'>=' if inclusive else '>'} {least}"
-            top = "" if whole else f" and <= {MAX_SECONDS:_}"
+            top = f" and <= {most:_}"
             found.append(
                 Problem(
                     key,
@@ -144,7 +148,7 @@ def problems(user: Mapping[str, Any]) -> list[Problem]:
         )
     else:
         for module in modules:
-            if not (isinstance(module, str) and MODULE_PATH.fullmatch(module)):
+            if not (isinstance(module, str) and all(p.isidentifier() for p in module.split("."))):
                 found.append(
                     Problem(
                         "TASK_MODULES",
@@ -153,6 +157,33 @@ def problems(user: Mapping[str, Any]) -> list[Problem]:
                     )
                 )
     return found
+
+
+BROKER_FIX = "'BROKER': {'BACKEND': 'jobqueue.brokers.database.DatabaseBroker'}"
+
+
+def _broker_problem(broker: Any) -> str | None:
+    if not isinstance(broker, dict):
+        return (
+            "JOBQUEUE['BROKER'] must be a dict with 'BACKEND' and an optional 'OPTIONS' dict, "
+            f"not {broker!r}."
+        )
+    unknown = sorted(map(repr, set(broker) - {"BACKEND", "OPTIONS"}))
+    if unknown:
+        return (
+            f"JOBQUEUE['BROKER'] has unknown keys {', '.join(unknown)}; it takes 'BACKEND' "
+            "and 'OPTIONS' (the broker's own options go in 'OPTIONS')."
+        )
+    backend = broker.get("BACKEND", DEFAULT_BROKER)
+    if not isinstance(backend, str):
+        return (
+            "JOBQUEUE['BROKER']['BACKEND'] must be the dotted path of a broker class, "
+            f"not {backend!r}."
+        )
+    options = broker.get("OPTIONS", {})
+    if not isinstance(options, dict):
+        return f"JOBQUEUE['BROKER']['OPTIONS'] must be a dict of options, not {options!r}."
+    return None
 
 
 def _queues_problem(queues: Any) -> Problem | None:
@@ -187,10 +218,10 @@ def _queues_problem(queues: Any) -> Problem | None:
     return None
 
 
-def _number_ok(value: Any, whole: bool, least: float, inclusive: bool) -> bool:
+def _number_ok(value: Any, whole: bool, least: float, inclusive: bool, most: float) -> bool:
     if isinstance(value, bool) or not isinstance(value, int if whole else int | float):
         return False
-    if not whole and not (math.isfinite(value) and value <= MAX_SECONDS):
+    if not (math.isfinite(value) and value <= most):
         return False
     return value >= least if inclusive else value > least
 
@@ -209,6 +240,10 @@ def get_settings() -> Settings:
     for key in ("QUEUES", "TASK_MODULES"):
         if key in values:
             values[key] = tuple(values[key])
+    for key in NUMBERS:
+        value = values.get(key)
+        if value is not None:  # a plain int or float, never an int subclass such as an enum
+            values[key] = int(value) if isinstance(value, int) else float(value)
     if "BROKER" in values:
         values["BROKER"] = {"BACKEND": DEFAULT_BROKER, **values["BROKER"]}
     return Settings(**values)
@@ -218,6 +253,8 @@ def get_settings() -> Settings:
 def _reset(*, setting: str, **kwargs: Any) -> None:
     if setting == "JOBQUEUE":
         get_settings.cache_clear()
+        from jobqueue import registry
         from jobqueue.brokers import reset_broker
 
         reset_broker()
+        registry.rediscover()

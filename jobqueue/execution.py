@@ -15,7 +15,7 @@ from django.utils import timezone
 from jobqueue import registry
 from jobqueue.brokers.base import Outcome
 from jobqueue.conf import get_settings
-from jobqueue.exceptions import UnknownTask
+from jobqueue.exceptions import SerializationError, UnknownTask
 from jobqueue.message import Message
 from jobqueue.serialization import DecodeError, dumps, loads
 from jobqueue.states import JobStatus
@@ -83,7 +83,11 @@ def execute(message: Message) -> Outcome:
     close_old_connections()
     try:
         value = task.func(*args, **kwargs)
-        result = dumps(value, f"{message.task}() return value")
+        try:
+            result = dumps(value, f"{message.task}() return value")
+        except SerializationError as exc:
+            # It ran and returned what cannot be stored: a retry would only run it again.
+            return failure(message, started_at, describe(exc), retryable=False)
     except Exception as exc:
         return failure(message, started_at, describe(exc), traceback.format_exc())
     finally:

@@ -3,13 +3,16 @@
 A Redis message is one string whose fields are separated by ``|`` (split on by Python and by
 the Lua scripts alike), a worker's queues are stored joined by ``,``, and names appear as
 ``key=value`` words in logs and as words on the ``jobworker`` command line: none of these
-characters, no whitespace and no control character may appear in a name. Each name must also
+characters, no whitespace and no control character may appear in a name. Nor may an invisible
+format character (a zero-width space, a right-to-left override: two names that look alike
+would differ) or a lone surrogate (no database or UTF-8 encoder stores it). Each name must also
 fit the column that stores it (the limits below are those of ``jobqueue.models``).
 """
 
 from __future__ import annotations
 
 import re
+import unicodedata
 
 TASK_NAME_MAX = 200  # Job.task, Worker.current_task
 QUEUE_NAME_MAX = 100  # Job.queue
@@ -17,7 +20,8 @@ WORKER_NAME_MAX = 200  # Worker.name, Job.worker: each process is named "<name>/
 QUEUES_MAX = 1000  # Worker.queues: the queues a worker serves, joined by ","
 
 FORBIDDEN = re.compile(r"[|,\s\x00-\x1f\x7f-\x9f]")
-RULE = "no '|', ',', whitespace or control character"
+RULE = "no '|', ',', whitespace, control or invisible format character, or lone surrogate"
+UNSEEN = {"Cf": "an invisible format character", "Cs": "a lone surrogate"}
 
 
 def problem(kind: str, value: object, max_length: int) -> str | None:
@@ -32,6 +36,11 @@ def problem(kind: str, value: object, max_length: int) -> str | None:
     found = FORBIDDEN.search(value)
     if found:
         return f"{kind} {value!r} holds {found.group()!r}; a name may hold {RULE}"
+    if not value.isascii():
+        for char in value:
+            what = UNSEEN.get(unicodedata.category(char))
+            if what:
+                return f"{kind} {value!r} holds {char!r}, {what}; a name may hold {RULE}"
     return None
 
 

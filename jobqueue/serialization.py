@@ -5,7 +5,8 @@ tagged strings, and model instances as a reference (model label and primary key)
 fetches fresh. Anything else is refused while encoding, with the path of the offending value:
 so are values nested deeper than ``MAX_DEPTH`` lists and dicts (or holding themselves), which
 would otherwise exhaust Python's recursion limit here or in the worker, and integers of more
-than ``MAX_INT_DIGITS`` digits, which Python will not turn into text.
+than ``MAX_INT_DIGITS`` digits, which Python will not turn into text. The same rules hold for
+a task's return value (a refused one fails the job, without retry).
 """
 
 from __future__ import annotations
@@ -43,40 +44,82 @@ def _tagged(kind: str, value: Any) -> dict[str, Any]:
     return {TAG: kind, "v": value}
 
 
-def to_jsonable(value: Any, path: str, depth: int = 0) -> Any:
-    """Return ``value`` as plain JSON data; raise ``SerializationError`` naming ``path``."""
+class _Refused(Exception):
+    """Raised where a value is refused; each level it unwinds through adds its step of the
+    path, so that no path is built for values that travel."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        self.steps: list[str] = []  # innermost first
+
+
+PATH_ENDS = 4  # steps shown at each end of a long path
+
+
+def _shown(path: str, steps: list[str]) -> str:
+    """``path`` and its steps; a long path keeps its first and last ``PATH_ENDS`` steps."""
+    if len(steps) <= 2 * PATH_ENDS + 1:
+        return path + "".join(steps)
+    return (
+        f"{path}{''.join(steps[:PATH_ENDS])}...{''.join(steps[-PATH_ENDS:])} ({len(steps)} levels)"
+    )
+
+
+def _key_step(key: str) -> str:
+    text = repr(key)
+    return f"[{text[:40]}...]" if len(text) > 45 else f"[{text}]"
+
+
+def to_jsonable(value: Any, path: str) -> Any:
+    """Return ``value`` as plain JSON data; raise ``SerializationError`` naming ``path`` and
+    where in it the refused value is."""
+    try:
+        return _jsonable(value, 0)
+    except _Refused as refused:
+        steps = refused.steps[::-1]
+        raise SerializationError(f"{_shown(path, steps)}: {refused.reason}") from None
+
+
+def _jsonable(value: Any, depth: int) -> Any:
     if value is None or isinstance(value, str | bool):
         return value
     if isinstance(value, int):
         if -_MAX_INT < value < _MAX_INT:
             return value
-        raise SerializationError(
-            f"{path}: an int of more than {MAX_INT_DIGITS} digits cannot travel as JSON "
-            "(send it as a str)"
+        raise _Refused(
+            f"an int of more than {MAX_INT_DIGITS} digits cannot travel as JSON (send it as a str)"
         )
     if isinstance(value, float):
         if not math.isfinite(value):
-            raise SerializationError(f"{path}: {value!r} cannot travel as JSON")
+            raise _Refused(f"{value!r} cannot travel as JSON")
         return value
     if isinstance(value, list | tuple | dict) and depth >= MAX_DEPTH:
-        raise SerializationError(
-            f"{path}: nested deeper than {MAX_DEPTH} lists and dicts (or it contains itself); "
+        raise _Refused(
+            f"nested deeper than {MAX_DEPTH} lists and dicts (or it contains itself); "
             "jobqueue refuses deeper values"
         )
     if isinstance(value, list | tuple):
-        return [
-            to_jsonable(item, f"{path}[{index}]", depth + 1) for index, item in enumerate(value)
-        ]
+        items = []
+        for index, item in enumerate(value):
+            try:
+                items.append(_jsonable(item, depth + 1))
+            except _Refused as refused:
+                refused.steps.append(f"[{index}]")
+                raise
+        return items
     if isinstance(value, dict):
-        for key in value:
+        encoded = {}
+        for key, item in value.items():
             if not isinstance(key, str):
-                raise SerializationError(
-                    f"{path}: dict keys must be str to travel as JSON, not {type(key).__name__} "
-                    f"({key!r})"
+                raise _Refused(
+                    f"dict keys must be str to travel as JSON, not {type(key).__name__} "
+                    f"({key!r:.60})"
                 )
-        encoded = {
-            key: to_jsonable(item, f"{path}[{key!r}]", depth + 1) for key, item in value.items()
-        }
+            try:
+                encoded[key] = _jsonable(item, depth + 1)
+            except _Refused as refused:
+                refused.steps.append(_key_step(key))
+                raise
         return _tagged("dict", list(encoded.items())) if TAG in encoded else encoded
     if isinstance(value, dt.datetime):
         return _tagged("datetime", value.isoformat())
@@ -92,13 +135,17 @@ def to_jsonable(value: Any, path: str, depth: int = 0) -> Any:
         return _tagged("uuid", str(value))
     if isinstance(value, models.Model):
         if value.pk is None:
-            raise SerializationError(
-                f"{path}: an unsaved {type(value).__name__} has no primary key to send; "
-                "save it first"
+            raise _Refused(
+                f"an unsaved {type(value).__name__} has no primary key to send; save it first"
             )
-        return _tagged("model", [value._meta.label_lower, to_jsonable(value.pk, f"{path}.pk")])
-    raise SerializationError(
-        f"{path}: a {type(value).__module__}.{type(value).__qualname__} cannot travel as JSON "
+        try:
+            pk = _jsonable(value.pk, depth + 1)
+        except _Refused as refused:
+            refused.steps.append(".pk")
+            raise
+        return _tagged("model", [value._meta.label_lower, pk])
+    raise _Refused(
+        f"a {type(value).__module__}.{type(value).__qualname__} cannot travel as JSON "
         f"(supported: {SUPPORTED})"
     )
 

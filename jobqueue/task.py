@@ -89,14 +89,21 @@ class Task(Generic[P, R]):
             or _options_problem(max_retries, retry_backoff, timeout)
         )
         if problem:
-            raise ConfigurationError(f"@task {func.__module__}.{func.__qualname__}: {problem}")
+            # Raised while the app's tasks module is imported, so it stops django.setup() and
+            # every command: the last line of that traceback must say all (what, where, why).
+            code = getattr(func, "__code__", None)
+            where = f" ({code.co_filename}, line {code.co_firstlineno})" if code else ""
+            raise ConfigurationError(
+                f"@task {func.__module__}.{func.__qualname__}{where}: {problem}"
+            )
         self.func = func
         self.module = func.__module__
         self.queue = queue
-        self.priority = priority
-        self.max_retries = max_retries
+        # Plain int and float: an (int, Enum) member would be written as 'Prio.HIGH'.
+        self.priority = int(priority)
+        self.max_retries = int(max_retries)
         self.retry_backoff = float(retry_backoff)
-        self.timeout = timeout
+        self.timeout = None if timeout is None else float(timeout)
         self.signature = inspect.signature(func)
         self._imported_under: Any = None
         self._imported = False
@@ -155,10 +162,7 @@ class Task(Generic[P, R]):
         conf = get_settings()
         if queue is None:
             queue = self.queue or conf.DEFAULT_QUEUE
-        else:
-            problem = names.problem("queue", queue, names.QUEUE_NAME_MAX)
-            if problem:
-                raise ValueError(f"{self.name}: {problem}")
+        # Every name in QUEUES was checked with the settings: only those can be sent to.
         if queue not in conf.QUEUES:
             raise ValueError(
                 f"{self.name}: unknown queue {queue!r}; JOBQUEUE['QUEUES'] has {list(conf.QUEUES)}"
@@ -202,11 +206,11 @@ class Task(Generic[P, R]):
             task=self.name,
             arguments=json_text(payload),
             queue=queue,
-            priority=priority,
+            priority=int(priority),
             run_at=run_at,
             enqueued_at=now,
-            max_retries=self.max_retries,
-            timeout=self.timeout,
+            max_retries=int(self.max_retries),
+            timeout=None if self.timeout is None else float(self.timeout),
         )
 
 
@@ -222,7 +226,7 @@ def _run_at(
                 f"{name}: countdown must be a number of seconds, at most {MAX_SECONDS:_}, "
                 f"not {countdown!r}"
             )
-        return now + timedelta(seconds=countdown)
+        return now + timedelta(seconds=float(countdown))
     if eta is not None and not (isinstance(eta, datetime) and timezone.is_aware(eta)):
         raise ValueError(f"{name}: eta must be an aware datetime, not {eta!r}")
     return eta

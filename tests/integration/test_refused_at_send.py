@@ -20,22 +20,32 @@ def nested(depth):
     return value
 
 
+def nested_dicts(depth):
+    value = {}
+    for _ in range(depth):
+        value = {"child": value}
+    return value
+
+
 @pytest.mark.parametrize(
-    "send",
+    ("send", "message"),
     [
-        lambda: add.delay(1, nested(500)),
-        lambda: add.apply_async((1, 2), queue="a|b"),
-        lambda: add.apply_async((1, 2), queue="q" * 101),
-        lambda: add.apply_async((1, 2), priority=101),
-        lambda: add.apply_async((1, 2), countdown=math.nan),
-        lambda: add.apply_async("12"),
-        lambda: add.map([(1, 2), (3, nested(500))]),
+        (lambda: add.delay(1, nested(500)), "nested deeper than 100"),
+        (lambda: add.delay(1, nested_dicts(500)), "nested deeper than 100"),
+        # Only a queue of QUEUES is accepted; QUEUES holding "a|b" is refused with the settings
+        # (test_a_send_under_unusable_settings_writes_nothing).
+        (lambda: add.apply_async((1, 2), queue="a|b"), "unknown queue 'a|b'"),
+        (lambda: add.apply_async((1, 2), priority=101), "priority must be an int from -100"),
+        (lambda: add.apply_async((1, 2), countdown=math.nan), "countdown must be a number"),
+        (lambda: add.apply_async((1, 2), countdown=1e12), "countdown must be a number"),
+        (lambda: add.apply_async("12"), "args must be a list or tuple"),
+        (lambda: add.map([(1, 2), (3, nested(500))]), "nested deeper than 100"),
     ],
-    ids=["nested-500", "queue-pipe", "queue-too-long", "priority", "countdown-nan", "args-str",
-         "map-one-bad"],
+    ids=["nested-500", "nested-dicts-500", "queue-not-in-QUEUES", "priority", "countdown-nan",
+         "countdown-too-far", "args-str", "map-one-bad"],
 )
-def test_a_refused_send_writes_nothing(send):
-    with pytest.raises((JobQueueError, ValueError, TypeError)) as info:
+def test_a_refused_send_writes_nothing(send, message):
+    with pytest.raises((JobQueueError, ValueError, TypeError), match=message) as info:
         send()
     with pytest.raises(type(info.value)), transaction.atomic():
         send()

@@ -52,7 +52,20 @@ def test_default_settings_pass():
         ({"RETRY_BACKOFF_MAX": -1}, "jobqueue.E007", "e.g. 3600"),
         ({"TASK_MODULES": "myapp.jobs"}, "jobqueue.E008", "'TASK_MODULES': ['myapp.jobs']"),
         ({"TASK_MODULES": ["my app"]}, "jobqueue.E008", "dotted module paths"),
-        ({"BROKER": {"BACKEND": 3}}, "jobqueue.E003", "DatabaseBroker"),
+        ({"BROKER": {"BACKEND": 3}}, "jobqueue.E003", "JOBQUEUE['BROKER']['BACKEND'] must be"),
+        ({"BROKER": {"OPTIONS": []}}, "jobqueue.E003", "JOBQUEUE['BROKER']['OPTIONS'] must be"),
+        ({"BROKER": "redis://"}, "jobqueue.E003", "not 'redis://'"),
+        ({"BROKER": {"OPTION": {}}}, "jobqueue.E003", "unknown keys 'OPTION'"),
+        ({"QUEUS": ["default"]}, "jobqueue.E002", "unknown key 'QUEUS'"),
+        # Leases are renewed every third of LEASE_TIMEOUT; Redis keeps them in milliseconds.
+        ({"LEASE_TIMEOUT": 0.099}, "jobqueue.E007", "at least 0.1"),
+        ({"POLL_INTERVAL": 0.0009}, "jobqueue.E007", "at least 0.001"),
+        ({"MAX_BATCH": 10_001}, "jobqueue.E007", "<= 10_000"),
+        ({"TASK_MODULES": ["myapp..jobs"]}, "jobqueue.E008", "dotted module paths"),
+        ({"TASK_MODULES": ["myapp.2jobs"]}, "jobqueue.E008", "dotted module paths"),
+        ({"TASK_MODULES": ["myapp.jobs-v2"]}, "jobqueue.E008", "dotted module paths"),
+        ({"TASK_MODULES": ["myapp.jobs²"]}, "jobqueue.E008", "dotted module paths"),
+        ({"TASK_MODULES": ["myapp.jobs\n"]}, "jobqueue.E008", "dotted module paths"),
     ],
 )
 def test_bad_settings_are_reported_with_a_fix(setting, expected_id, hint_fragment):
@@ -67,7 +80,9 @@ def test_bad_settings_are_reported_with_a_fix(setting, expected_id, hint_fragmen
     "setting",
     [{"LEASE_TIMEOUT": 0.2, "MAX_BATCH": 1, "RESULT_TTL": None, "POLL_INTERVAL": 0.01},
      {"RESULT_TTL": 0, "RETRY_BACKOFF_MAX": 0, "QUEUES": ("a",), "DEFAULT_QUEUE": "a"},
-     {"QUEUES": ["emails:high", "q" * 100, "default"], "TASK_MODULES": ("myapp.jobs",)}],
+     {"QUEUES": ["emails:high", "q" * 100, "default"], "TASK_MODULES": ("myapp.jobs",)},
+     {"LEASE_TIMEOUT": 0.1, "POLL_INTERVAL": 0.001, "MAX_BATCH": 10_000},
+     {"TASK_MODULES": ["myapp.tâches", "_private.jobs"]}],
 )
 def test_good_settings_pass_and_are_read(setting):
     with override_settings(JOBQUEUE=setting):
@@ -106,3 +121,35 @@ def test_unknown_broker_options_fail_with_the_setting_named():
                       "OPTIONS": {"urll": "x"}}}
     with override_settings(JOBQUEUE=bad), pytest.raises(ConfigurationError, match="OPTIONS"):
         get_broker()
+
+
+def test_numbers_given_as_int_subclasses_are_read_as_plain_numbers():
+    import enum
+
+    class Size(enum.IntEnum):
+        BATCH = 50
+
+    with override_settings(JOBQUEUE={"MAX_BATCH": Size.BATCH, "LEASE_TIMEOUT": Size.BATCH}):
+        assert check_settings() == []
+        conf = get_settings()
+    assert (type(conf.MAX_BATCH), conf.MAX_BATCH) == (int, 50)
+    assert type(conf.LEASE_TIMEOUT) is int
+
+
+def test_an_unknown_key_is_reported_by_the_checks_and_changes_nothing_else():
+    with override_settings(JOBQUEUE={"QUEUES": ["default"], "MAX_BATH": 5}):
+        messages = check_settings()
+        conf = get_settings()  # read, not refused: the checks report it
+    assert [(m.id, m.msg) for m in messages] == [
+        ("jobqueue.E002", "JOBQUEUE has an unknown key 'MAX_BATH'.")]
+    assert "MAX_BATCH" in messages[0].hint
+    assert conf.MAX_BATCH == 100
+
+
+def test_check_deploy_reports_a_bad_setting_once():
+    """The durability check does not add a second, misleading warning about the broker."""
+    from jobqueue.checks import check_broker_durability
+
+    with override_settings(JOBQUEUE={"BROKER": {"BACKEND": 3}}):
+        assert ids(check_settings()) == ["jobqueue.E003"]
+        assert check_broker_durability() == []

@@ -25,7 +25,14 @@ def test_ordinary_names_pass(name):
     [("a|b", "holds '|'"), ("a,b", "holds ','"), ("a b", "holds ' '"), ("a\tb", r"holds '\t'"),
      ("a\x00", r"holds '\x00'"), ("a\x9f", r"holds '\x9f'"), ("a\u2028b", "holds"),
      ("", "non-empty string"), (None, "non-empty string"),
-     ("x" * 11, "11 characters long; at most 10")],
+     ("x" * 11, "11 characters long; at most 10"),
+     # Invisible: 'a\u200bb' looks like 'ab'; '\u202e' turns the rest of a log line around.
+     ("a\u200bb", r"holds '\u200b', an invisible format character"),
+     ("a\u202eb", r"holds '\u202e', an invisible format character"),
+     ("\ufeffa", r"holds '\ufeff', an invisible format character"),
+     # No UTF-8 encoder, and so no database column, stores a lone surrogate.
+     ("t\ud800", r"holds '\ud800', a lone surrogate"),
+     ("t\udc80", r"holds '\udc80', a lone surrogate")],
 )
 def test_unusable_names_are_explained(name, message):
     assert message in names.problem("queue", name, 10)

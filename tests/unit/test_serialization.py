@@ -104,6 +104,30 @@ def test_deeper_nesting_is_refused_with_its_path_not_a_recursion_error(depth):
         dumps(nested(depth), "x")
 
 
+def nested_dicts(depth):
+    value = {}
+    for _ in range(depth - 1):
+        value = {"child": value}
+    return value
+
+
+def test_nested_plain_dicts_are_refused_like_lists():
+    assert loads(dumps(nested_dicts(MAX_DEPTH))) == nested_dicts(MAX_DEPTH)
+    with pytest.raises(SerializationError, match=rf"^x\['child'\].*nested deeper than {MAX_DEPTH}"):
+        dumps(nested_dicts(500), "x")
+
+
+def test_a_long_path_shows_its_ends_and_its_length():
+    with pytest.raises(SerializationError) as info:
+        dumps(nested(500), "add() argument 'y'")
+    assert str(info.value).startswith(
+        f"add() argument 'y'[0][0][0][0]...[0][0][0][0] ({MAX_DEPTH} levels): nested deeper")
+    value = {"k" * 100: [1, {"ok": {2}}]}
+    with pytest.raises(SerializationError) as info:
+        dumps(value, "x")
+    assert str(info.value).startswith(f"x['{'k' * 39}...][1]['ok']: a builtins.set cannot")
+
+
 def test_a_value_that_contains_itself_is_refused():
     loop = {"a": []}
     loop["a"].append(loop)

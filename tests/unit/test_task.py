@@ -121,6 +121,8 @@ def declare(**options):
         ({"queue": "a,b"}, "queue 'a,b' holds ','"),
         ({"name": "two words"}, "holds ' '"),
         ({"name": "line\nbreak"}, r"holds '\n'"),
+        ({"name": "add\u200b"}, "an invisible format character"),
+        ({"queue": "default\ud800"}, "a lone surrogate"),
         ({"name": ""}, "task name must be a non-empty string"),
         ({"queue": ""}, "queue must be a non-empty string"),
         ({"name": "t" * 201}, "201 characters long; at most 200"),
@@ -168,9 +170,10 @@ def test_a_task_name_taken_by_another_module_is_refused():
 @pytest.mark.parametrize(
     ("options", "error", "message"),
     [
-        ({"queue": "a|b"}, ValueError, "queue 'a|b' holds '|'"),
-        ({"queue": "q" * 101}, ValueError, "at most 100"),
-        ({"queue": ""}, ValueError, "queue must be a non-empty string"),
+        # Only a queue of QUEUES is accepted, and QUEUES holds no unusable name.
+        ({"queue": "a|b"}, ValueError, "unknown queue 'a|b'"),
+        ({"queue": "q" * 101}, ValueError, "unknown queue 'qqqq"),
+        ({"queue": ""}, ValueError, "unknown queue ''"),
         ({"priority": True}, ValueError, "priority must be an int from -100 to 100"),
         ({"countdown": math.nan}, ValueError, "countdown must be a number of seconds"),
         ({"countdown": 1e12}, ValueError, "countdown must be a number of seconds"),

@@ -1,0 +1,6 @@
+from jobqueue import task
+
+
+@task(queue="nightly reports")
+def report():
+    return None

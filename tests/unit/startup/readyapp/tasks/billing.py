@@ -1,0 +1,6 @@
+from jobqueue import task
+
+
+@task
+def charge(amount):
+    return amount
