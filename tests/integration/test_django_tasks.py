@@ -214,6 +214,14 @@ def test_async_tasks_run_on_an_event_loop_in_the_worker(workers):
     assert noop.return_value is None
 
 
+def test_jobqueues_own_task_takes_async_def_too(workers):
+    job = tasks.jobqueue_async_echo.delay([1, "two"])
+    workers.drain()
+    value = job.get(timeout=10)
+    assert value["value"] == [1, "two"]
+    assert "EventLoop" in value["loop"]
+
+
 # -- context and retries --------------------------------------------------------------------------
 def test_a_task_that_takes_context_gets_its_result_and_attempt(workers, tmp_path):
     result = tasks.get_context.enqueue(str(tmp_path / "runs"))

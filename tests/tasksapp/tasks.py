@@ -7,6 +7,7 @@ import os
 import time
 from pathlib import Path
 
+import jobqueue
 from jobqueue.framework import task, task_enqueued, task_finished, task_started
 
 
@@ -38,6 +39,13 @@ def echo(value):
 
 @task()
 async def async_echo(value):
+    await asyncio.sleep(0.01)
+    return {"loop": type(asyncio.get_running_loop()).__name__, "value": value}
+
+
+@jobqueue.task
+async def jobqueue_async_echo(value):
+    """jobqueue's own @task takes async def functions too."""
     await asyncio.sleep(0.01)
     return {"loop": type(asyncio.get_running_loop()).__name__, "value": value}
 
