@@ -184,7 +184,10 @@ class JobQueueBackend(BaseTaskBackend):
         try:
             job = FrameworkJob(task, self.task_options(task))
         except (ConfigurationError, TypeError, ValueError) as exc:
-            raise InvalidTask(f"{task.module_path}: {exc}") from None
+            text = str(exc)
+            if task.module_path not in text:
+                text = f"{task.module_path}: {text}"
+            raise InvalidTask(text) from None
         try:
             registry.get_task(job.name)
         except UnknownTask:
