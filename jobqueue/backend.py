@@ -255,14 +255,18 @@ class JobQueueBackend(BaseTaskBackend):
         from jobqueue.eager import run_eagerly
         from jobqueue.models import Job
 
-        if conf.EAGER:
+        def enqueued() -> None:
+            transaction.on_commit(
+                lambda: send_robust(task_enqueued, type(self), result),
+                using=router.db_for_write(Job),
+            )
+
+        if conf.EAGER:  # task_enqueued before the run's task_started, as from a worker
+            enqueued()
             run_eagerly([message])
         else:
             get_broker().enqueue([message])
-        transaction.on_commit(
-            lambda: send_robust(task_enqueued, type(self), result),
-            using=router.db_for_write(Job),
-        )
+            enqueued()
         return result
 
     # -- results --------------------------------------------------------------------------------

@@ -247,6 +247,8 @@ def test_retries_of_a_task_are_counted_attempts(workers, tmp_path):
     assert result.status == SUCCESSFUL
     assert result.return_value == 3
     assert result.attempts == 3
+    # The Job row names the worker of the last attempt only.
+    assert result.worker_ids == ["", "", JobResult(result.id).job.worker]
     assert result.errors == []  # it succeeded in the end
 
 

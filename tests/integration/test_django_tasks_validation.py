@@ -15,6 +15,7 @@ from django.test import override_settings
 
 framework = pytest.importorskip("jobqueue.framework", exc_type=ImproperlyConfigured)
 
+from jobqueue import backend as backend_module  # noqa: E402
 from jobqueue.backend import JobQueueBackend  # noqa: E402
 from jobqueue.exceptions import ConfigurationError  # noqa: E402
 from jobqueue.models import Job  # noqa: E402
@@ -176,6 +177,34 @@ def test_checks_run_with_djangos_system_checks():
     assert "jobqueue.E102" in ids
 
 
+# -- how the Job row reads as the framework's errors ----------------------------------------------
+@pytest.mark.parametrize(
+    ("error", "path"),
+    [
+        ("ValueError: bad", "builtins.ValueError"),
+        ("TimeoutError: job exceeded its timeout of 1 s", "builtins.TimeoutError"),
+        ("tests.tasksapp.tasks.Custom: no", "tests.tasksapp.tasks.Custom"),
+        ("SerializationError: a set", "jobqueue.exceptions.SerializationError"),
+        ("WorkerLost: its worker process died (signal 9)", "jobqueue.exceptions.JobFailed"),
+    ],
+)
+def test_a_recorded_error_names_an_exception_class(error, path):
+    [entry] = backend_module.errors("failed", error, "")
+    assert entry.exception_class_path == path
+    assert entry.traceback == error  # no traceback recorded: the error line stands for it
+
+
+def test_a_job_with_no_error_has_no_errors_entry():
+    assert backend_module.errors("queued", "", "") == []
+    assert backend_module.errors("succeeded", "", "") == []
+
+
+def test_worker_ids_have_one_entry_per_attempt():
+    assert backend_module.worker_ids(0, "") == []
+    assert backend_module.worker_ids(1, "w/1") == ["w/1"]
+    assert backend_module.worker_ids(3, "w/2") == ["", "", "w/2"]
+
+
 # -- EAGER mode -----------------------------------------------------------------------------------
 @pytest.mark.django_db(transaction=True)
 def test_eager_mode_runs_the_task_inline_on_commit(settings, tmp_path):
@@ -188,3 +217,17 @@ def test_eager_mode_runs_the_task_inline_on_commit(settings, tmp_path):
     assert result.return_value["attempt"] == 1
     assert result.worker_ids == ["eager"]
     assert result.return_value["worker_ids"] == ["eager"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_eager_mode_sends_the_signals_in_order(settings, tmp_path):
+    settings.JOBQUEUE = {**settings.JOBQUEUE, "EAGER": True}
+    log = tmp_path / "signals"
+    result = tasks.signalled.enqueue(str(log))
+    assert [line.split()[:2] for line in log.read_text().splitlines()] == [
+        ["enqueued", "READY"],
+        ["started", "RUNNING"],
+        ["finished", "SUCCESSFUL"],
+    ]
+    result.refresh()
+    assert result.return_value == "done"
