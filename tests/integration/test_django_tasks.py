@@ -286,6 +286,17 @@ def test_a_task_past_its_timeout_is_killed_and_fails(workers, tmp_path):
     assert "timeout of 1 s" in result.errors[0].traceback
 
 
+def test_a_task_whose_worker_process_dies_runs_again(workers, tmp_path):
+    runs = tmp_path / "runs"
+    result = tasks.dies_on_first_attempt.enqueue(str(runs))
+    workers.drain()
+    result.refresh()
+    assert lines(runs) == ["attempt 1", "attempt 2"]
+    assert result.status == SUCCESSFUL
+    assert result.return_value == 2
+    assert result.attempts == 2
+
+
 def test_a_canceled_task_is_failed_with_job_canceled(broker):
     from jobqueue.exceptions import JobCanceled
 

@@ -4,6 +4,7 @@ trace of every signal in a file the task names."""
 
 import asyncio
 import os
+import signal
 import time
 from pathlib import Path
 
@@ -103,6 +104,15 @@ def always_fails(path):
 def retried_by_backend_options(context, path):
     log(path, f"attempt {context.attempt}")
     raise RuntimeError("the backend's OPTIONS give it 2 retries")
+
+
+@task(takes_context=True, max_retries=1)
+def dies_on_first_attempt(context, path):
+    """Its first attempt kills its own worker process, as an OOM kill would."""
+    log(path, f"attempt {context.attempt}")
+    if context.attempt == 1:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return context.attempt
 
 
 @task(timeout=1)
