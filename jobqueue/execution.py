@@ -3,9 +3,12 @@ failure. Knows nothing of processes or brokers."""
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import logging
 import random
 import traceback
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -37,6 +40,14 @@ def decode_arguments(text: str) -> tuple[list[Any], dict[str, Any]]:
 
 def describe(exc: BaseException) -> str:
     return f"{type(exc).__module__}.{type(exc).__qualname__}: {exc}".removeprefix("builtins.")
+
+
+def call(func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """Call ``func``; an ``async def`` runs to completion on an event loop of its own (one per
+    job: nothing carries over from one job's loop to the next)."""
+    if inspect.iscoroutinefunction(func):
+        return asyncio.run(func(*args, **kwargs))
+    return func(*args, **kwargs)
 
 
 def retry_delay(backoff: float, attempt: int) -> float:
@@ -82,7 +93,7 @@ def execute(message: Message) -> Outcome:
         return failure(message, started_at, describe(exc), retryable=False)
     close_old_connections()
     try:
-        value = task.func(*args, **kwargs)
+        value = task.run(message, args, kwargs)
         try:
             result = dumps(value, f"{message.task}() return value")
         except SerializationError as exc:

@@ -122,6 +122,13 @@ class Task(Generic[P, R]):
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
         return self.func(*args, **kwargs)
 
+    def run(self, message: Message, args: list[Any], kwargs: dict[str, Any]) -> Any:
+        """How a worker runs ``message``: the function with its decoded arguments (an
+        ``async def`` on an event loop of its own)."""
+        from jobqueue.execution import call
+
+        return call(self.func, *args, **kwargs)
+
     def delay(self, *args: P.args, **kwargs: P.kwargs) -> JobResult:
         """Send the job with default options; returns at once with a handle on it."""
         return self.apply_async(args, kwargs)

@@ -4,6 +4,7 @@ Worker subprocesses started by the tests use these settings too; ``JOBQUEUE_TEST
 them at the test database the test run created.
 """
 
+import importlib.util
 import os
 from pathlib import Path
 
@@ -47,6 +48,20 @@ TEMPLATES = [
         },
     }
 ]
+# Django's tasks framework (django.tasks on 6.x, the django-tasks backport on 5.2) on jobqueue.
+if importlib.util.find_spec("django.tasks") or importlib.util.find_spec("django_tasks"):
+    if not importlib.util.find_spec("django.tasks"):
+        INSTALLED_APPS.append("django_tasks")
+    INSTALLED_APPS.append("tests.tasksapp")
+    TASKS = {
+        "default": {"BACKEND": "jobqueue.backend.JobQueueBackend"},
+        "retrying": {
+            "BACKEND": "jobqueue.backend.JobQueueBackend",
+            "QUEUES": ["default"],
+            "OPTIONS": {"MAX_RETRIES": 2, "RETRY_BACKOFF": 0},
+        },
+    }
+
 STATIC_URL = "static/"
 MEDIA_URL = "media/"
 MEDIA_ROOT = os.environ.get("SHOOTR_MEDIA_ROOT", str(BASE_DIR / ".pytest_cache" / "media"))

@@ -1,0 +1,467 @@
+"""jobqueue as a backend of Django's tasks framework (``django.tasks``, or the ``django-tasks``
+backport on Django 5.2): ``@django.tasks.task`` functions run on jobqueue's brokers and workers,
+with its retries, timeouts and leases, and show in the same admin.
+
+A framework task is registered with jobqueue under its module path when it is declared, so a
+worker runs it by that name exactly as it runs an ``@jobqueue.task`` function: nothing but
+registered names runs. Each job is a row of the Job table; ``get_result`` reads it.
+"""
+
+from __future__ import annotations
+
+import builtins
+import dataclasses
+import inspect
+import json
+import logging
+import multiprocessing
+import os
+import socket
+import time
+import traceback
+from collections.abc import Iterator
+from typing import Any
+
+from django.apps import apps
+from django.core import checks
+from django.db import router, transaction
+from django.dispatch import Signal
+from django.utils import timezone
+
+from jobqueue import exceptions, registry
+from jobqueue.conf import get_settings
+from jobqueue.exceptions import ConfigurationError, JobNotFound, UnknownTask
+from jobqueue.execution import call, decode_arguments
+from jobqueue.framework import (
+    SUCCESSFUL,
+    BaseTaskBackend,
+    InvalidTask,
+    Task,
+    TaskContext,
+    TaskError,
+    TaskResult,
+    TaskResultDoesNotExist,
+    TaskResultStatus,
+    normalize_json,
+    task_backends,
+    task_enqueued,
+    task_finished,
+    task_started,
+)
+from jobqueue.message import Message, canonical_job_id
+from jobqueue.serialization import DecodeError, json_text, loads, to_jsonable
+from jobqueue.states import JobStatus
+from jobqueue.task import Task as JobQueueJob
+
+logger = logging.getLogger(__name__)
+
+#: ``OPTIONS`` of a ``TASKS`` entry, and their defaults (a task may override each).
+OPTION_DEFAULTS: dict[str, Any] = {"MAX_RETRIES": 0, "RETRY_BACKOFF": 1.0, "TIMEOUT": None}
+
+STATUS = {
+    JobStatus.QUEUED: TaskResultStatus.READY,
+    JobStatus.SCHEDULED: TaskResultStatus.READY,
+    JobStatus.STARTED: TaskResultStatus.RUNNING,
+    JobStatus.SUCCEEDED: SUCCESSFUL,
+    JobStatus.FAILED: TaskResultStatus.FAILED,
+    JobStatus.CANCELED: TaskResultStatus.FAILED,
+}
+
+ROW_WAIT = 2.0  # seconds get_result waits for the Redis broker's Job row of a job just sent
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class JobQueueTask(Task):  # type: ignore[misc]
+    """The framework's ``Task`` with jobqueue's retry options: ``@task(max_retries=3)``.
+
+    ``None`` takes the backend's ``OPTIONS`` (``MAX_RETRIES``, ``RETRY_BACKOFF``, ``TIMEOUT``).
+    """
+
+    max_retries: int | None = None
+    retry_backoff: float | None = None
+    timeout: float | None = None
+
+
+class FrameworkJob(JobQueueJob):
+    """A framework task as jobqueue's registry holds it: how a worker runs it."""
+
+    def __init__(self, task: Task, options: dict[str, Any]) -> None:
+        super().__init__(
+            task.func,
+            name=task.module_path,
+            queue=task.queue_name,
+            priority=task.priority,
+            max_retries=options["MAX_RETRIES"],
+            retry_backoff=options["RETRY_BACKOFF"],
+            timeout=options["TIMEOUT"],
+        )
+        self.task = task
+
+    def run(self, message: Message, args: list[Any], kwargs: dict[str, Any]) -> Any:
+        """Run one attempt: the framework's ``task_started``, the function (given a
+        ``TaskContext`` if it takes one; ``async def`` on an event loop), ``task_finished`` once
+        the task has finished for good (succeeded, or failed with no retry left)."""
+        task = self.task
+        if (task.queue_name, task.priority) != (message.queue, message.priority):
+            task = dataclasses.replace(task, queue_name=message.queue, priority=message.priority)
+        now = timezone.now()
+        result: Any = TaskResult(
+            task=task,
+            id=message.id,
+            status=TaskResultStatus.RUNNING,
+            enqueued_at=message.enqueued_at,
+            started_at=now,
+            finished_at=None,
+            last_attempted_at=now,
+            args=args,
+            kwargs=kwargs,
+            backend=task.backend,
+            errors=[],
+            worker_ids=worker_ids(message.attempts, worker_id()),
+        )
+        sender = type(task.get_backend())
+        send_robust(task_started, sender, result)
+        leading: tuple[Any, ...] = (TaskContext(task_result=result),) if task.takes_context else ()
+        try:
+            value = plain_json(call(task.func, *leading, *args, **kwargs), "return value")
+        except Exception as exc:
+            if message.attempts > message.max_retries:  # no retry left: finished, failed
+                result.errors.append(
+                    TaskError(
+                        exception_class_path=class_path(type(exc)),
+                        traceback="".join(_format(exc)),
+                    )
+                )
+                _finish(result, TaskResultStatus.FAILED)
+                send_robust(task_finished, sender, result)
+            raise
+        object.__setattr__(result, "_return_value", value)
+        _finish(result, SUCCESSFUL)
+        send_robust(task_finished, sender, result)
+        return value
+
+
+class JobQueueBackend(BaseTaskBackend):
+    """``TASKS = {"default": {"BACKEND": "jobqueue.backend.JobQueueBackend"}}``.
+
+    ``QUEUES`` defaults to ``JOBQUEUE['QUEUES']`` and may only name queues from it. ``OPTIONS``:
+    ``MAX_RETRIES`` (0), ``RETRY_BACKOFF`` (1.0 s, doubled per retry) and ``TIMEOUT`` (None, in
+    seconds), which a task overrides with ``@task(max_retries=..., retry_backoff=...,
+    timeout=...)``. Inside ``transaction.atomic()`` a task is enqueued when the transaction
+    commits, and never if it rolls back.
+    """
+
+    task_class = JobQueueTask
+    supports_defer = True  # run_after
+    supports_priority = True  # -100..100, higher first, as jobqueue's own priority
+    supports_get_result = True  # from any process: the Job table
+    supports_async_task = True  # async def: run by the worker on an event loop of its own
+
+    def __init__(self, alias: str, params: dict[str, Any]) -> None:
+        super().__init__(alias, params)
+        # Without QUEUES: every queue of JOBQUEUE['QUEUES'], read when a task is checked.
+        self.explicit_queues = "QUEUES" in params
+        if not self.explicit_queues:
+            self.queues = set()
+        unknown = sorted(set(self.options) - set(OPTION_DEFAULTS))
+        if unknown:
+            raise ConfigurationError(
+                f"TASKS[{alias!r}]['OPTIONS'] has unknown keys {unknown}; jobqueue's backend "
+                f"knows {sorted(OPTION_DEFAULTS)}"
+            )
+        self.defaults = {**OPTION_DEFAULTS, **self.options}
+
+    # -- declaring ------------------------------------------------------------------------------
+    def validate_task(self, task: Task) -> None:
+        """The framework's rules, then jobqueue's: a queue of ``JOBQUEUE['QUEUES']`` and usable
+        retry options. A valid task is registered, so workers can run it by name."""
+        super().validate_task(task)
+        queues = get_settings().QUEUES
+        if task.queue_name not in queues:
+            raise InvalidTask(
+                f"Queue '{task.queue_name}' is not in JOBQUEUE['QUEUES'] {list(queues)}."
+            )
+        try:
+            job = FrameworkJob(task, self.task_options(task))
+        except (ConfigurationError, TypeError, ValueError) as exc:
+            text = str(exc)
+            if task.module_path not in text:
+                text = f"{task.module_path}: {text}"
+            raise InvalidTask(text) from None
+        try:
+            registry.get_task(job.name)
+        except UnknownTask:
+            registry.register(job)
+
+    def task_options(self, task: Task) -> dict[str, Any]:
+        """The task's retry options: its own where it sets them, else the backend's."""
+        own = {
+            "MAX_RETRIES": getattr(task, "max_retries", None),
+            "RETRY_BACKOFF": getattr(task, "retry_backoff", None),
+            "TIMEOUT": getattr(task, "timeout", None),
+        }
+        return {key: self.defaults[key] if value is None else value for key, value in own.items()}
+
+    # -- enqueueing -----------------------------------------------------------------------------
+    def enqueue(self, task: Task, args: Any, kwargs: Any) -> Any:
+        """Write the job through jobqueue's broker; arguments must survive a JSON round trip
+        unchanged (jobqueue's richer types are for ``@jobqueue.task`` only)."""
+        self.validate_task(task)
+        conf = get_settings()
+        module = task.func.__module__
+        if not conf.EAGER and not registry.worker_imports(module):
+            raise InvalidTask(
+                f"{task.module_path} is defined in {module!r}, which workers do not import: move "
+                "it to tasks.py in an installed app, or add the module to JOBQUEUE['TASK_MODULES']"
+            )
+        args, kwargs = list(args), dict(kwargs)
+        leading = [None] if task.takes_context else []
+        try:
+            inspect.signature(task.func).bind(*leading, *args, **kwargs)
+        except TypeError as exc:
+            raise TypeError(f"{task.module_path}(): {exc}") from None
+        path = task.module_path
+        arguments: dict[str, Any] = {
+            "args": [plain_json(v, f"{path}() argument {i}") for i, v in enumerate(args)],
+            "kwargs": {k: plain_json(v, f"{path}() argument {k!r}") for k, v in kwargs.items()},
+        }
+        options = self.task_options(task)
+        now = timezone.now()
+        message = Message(
+            task=path,
+            arguments=json_text(to_jsonable(arguments, f"{path}() arguments")),
+            queue=task.queue_name,
+            priority=task.priority,
+            run_at=task.run_after,
+            enqueued_at=now,
+            max_retries=options["MAX_RETRIES"],
+            timeout=options["TIMEOUT"],
+        )
+        result: Any = TaskResult(
+            task=task,
+            id=message.id,
+            status=TaskResultStatus.READY,
+            enqueued_at=now,
+            started_at=None,
+            finished_at=None,
+            last_attempted_at=None,
+            args=arguments["args"],
+            kwargs=arguments["kwargs"],
+            backend=self.alias,
+            errors=[],
+            worker_ids=[],
+        )
+        from jobqueue.brokers import get_broker
+        from jobqueue.eager import run_eagerly
+        from jobqueue.models import Job
+
+        def enqueued() -> None:
+            transaction.on_commit(
+                lambda: send_robust(task_enqueued, type(self), result),
+                using=router.db_for_write(Job),
+            )
+
+        if conf.EAGER:  # task_enqueued before the run's task_started, as from a worker
+            enqueued()
+            run_eagerly([message])
+        else:
+            get_broker().enqueue([message])
+            enqueued()
+        return result
+
+    # -- results --------------------------------------------------------------------------------
+    def get_result(self, result_id: str) -> Any:
+        """The job as it is now; ``TaskResultDoesNotExist`` for an id no framework task has."""
+        from jobqueue.brokers import get_broker
+
+        try:
+            job_id = canonical_job_id(result_id)
+        except ValueError:
+            raise TaskResultDoesNotExist(result_id) from None
+        broker = get_broker()
+        try:
+            state = broker.state(job_id)
+        except JobNotFound:
+            raise TaskResultDoesNotExist(result_id) from None
+        row = _job_row(broker, job_id)
+        try:
+            job = registry.get_task(row.task)
+        except UnknownTask:
+            job = None
+        if not isinstance(job, FrameworkJob):
+            raise TaskResultDoesNotExist(
+                f"{result_id}: a job of {row.task}, which is not a task of Django's tasks "
+                "framework known to this process"
+            )
+        try:
+            args, kwargs = decode_arguments(row.arguments)
+        except DecodeError as exc:
+            raise TaskResultDoesNotExist(f"{result_id}: unreadable arguments ({exc})") from exc
+        changes: dict[str, Any] = {"queue_name": row.queue, "priority": row.priority}
+        if row.run_at > row.enqueued_at:
+            changes["run_after"] = row.run_at
+        if self.alias != job.task.backend:
+            changes["backend"] = self.alias
+        status = STATUS[JobStatus(state.status)]
+        finished = state.status in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELED)
+        result: Any = TaskResult(
+            task=dataclasses.replace(job.task, **changes),
+            id=job_id,
+            status=status,
+            enqueued_at=row.enqueued_at,
+            started_at=row.started_at,
+            finished_at=(state.ended_at or row.ended_at) if finished else None,
+            last_attempted_at=row.started_at,
+            args=args,
+            kwargs=kwargs,
+            backend=self.alias,
+            errors=errors(state.status, state.error or row.error, state.traceback or row.traceback),
+            worker_ids=worker_ids(row.attempts, row.worker),
+        )
+        if state.status == JobStatus.SUCCEEDED and state.result is not None:
+            object.__setattr__(result, "_return_value", loads(state.result))
+        return result
+
+    # -- system checks --------------------------------------------------------------------------
+    def check(self, **kwargs: Any) -> list[checks.CheckMessage]:
+        """The framework's checks, then jobqueue's: jobqueue installed, QUEUES it knows, usable
+        OPTIONS, and a Job table to read results from."""
+        return [*super().check(**kwargs), *self._check_jobqueue()]
+
+    def _check_jobqueue(self) -> Iterator[checks.CheckMessage]:
+        where = f"TASKS[{self.alias!r}]"
+        if not apps.is_installed("jobqueue"):
+            yield checks.Error(
+                f"{where} uses jobqueue's backend, but 'jobqueue' is not in INSTALLED_APPS.",
+                hint="Add 'jobqueue' to INSTALLED_APPS.",
+                id="jobqueue.E101",
+            )
+        conf = get_settings()
+        unknown = sorted(q for q in self.queues if q not in conf.QUEUES)
+        if self.explicit_queues and unknown:
+            yield checks.Error(
+                f"{where}['QUEUES'] names {unknown}, which JOBQUEUE['QUEUES'] "
+                f"{list(conf.QUEUES)} does not have.",
+                hint="Leave QUEUES out (every queue of JOBQUEUE['QUEUES']) or name those queues.",
+                id="jobqueue.E102",
+            )
+        try:
+            JobQueueJob(
+                _noop,
+                max_retries=self.defaults["MAX_RETRIES"],
+                retry_backoff=self.defaults["RETRY_BACKOFF"],
+                timeout=self.defaults["TIMEOUT"],
+            )
+        except (ConfigurationError, TypeError) as exc:
+            yield checks.Error(f"{where}['OPTIONS']: {exc}", id="jobqueue.E103")
+        if conf.BROKER.get("BACKEND", "").endswith("RedisBroker") and not conf.TRACKING:
+            yield checks.Error(
+                f"{where}: results are read from the Job table, which the Redis broker keeps "
+                "only with JOBQUEUE['TRACKING'] = True.",
+                hint="Set JOBQUEUE['TRACKING'] = True.",
+                id="jobqueue.E104",
+            )
+
+
+# -- helpers ------------------------------------------------------------------------------------
+def _noop() -> None:
+    """Stands in for a task when checking the backend's OPTIONS."""
+
+
+def plain_json(value: Any, what: str) -> Any:
+    """``value`` if JSON carries it there and back unchanged; else the framework's TypeError."""
+    try:
+        normalized = normalize_json(value)
+        back = json.loads(json.dumps(normalized, allow_nan=False))
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"{what}: {exc} (arguments must survive a JSON round trip)") from None
+    if back != normalized:
+        raise TypeError(
+            f"{what}: {value!r} comes back from JSON as {back!r} (arguments must survive a JSON "
+            "round trip; dict keys must be str)"
+        )
+    return normalized
+
+
+def class_path(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def _format(exc: BaseException) -> list[str]:
+    return traceback.format_exception(exc)
+
+
+def errors(status: str, error: str, tb: str) -> list[TaskError]:
+    """The last failure the Job row recorded (the row keeps no earlier ones), as the framework's
+    ``TaskError``; a job canceled before it failed gets a ``JobCanceled`` entry."""
+    if status == JobStatus.CANCELED:
+        return [
+            TaskError(
+                exception_class_path=class_path(exceptions.JobCanceled),
+                traceback=tb or f"JobCanceled: {error or 'the job was canceled'}",
+            )
+        ]
+    if not error:
+        return []
+    name = error.partition(":")[0].strip()
+    if "." not in name:
+        if isinstance(getattr(builtins, name, None), type):
+            name = f"builtins.{name}"
+        elif isinstance(getattr(exceptions, name, None), type):
+            name = f"jobqueue.exceptions.{name}"
+        else:  # e.g. WorkerLost: a failure jobqueue recorded, with no class of its own
+            name = class_path(exceptions.JobFailed)
+    return [TaskError(exception_class_path=name, traceback=tb or error)]
+
+
+def worker_ids(attempts: int, last: str) -> list[str]:
+    """One entry per attempt, so ``TaskResult.attempts`` counts them; the Job row names the
+    worker of the last attempt only: earlier ones are ``""``."""
+    return [""] * (attempts - 1) + [last] if attempts > 0 else []
+
+
+def worker_id() -> str:
+    """The name this worker process claims jobs under (its supervisor names the child process
+    so), ``eager`` in EAGER mode."""
+    if get_settings().EAGER:
+        return "eager"
+    if multiprocessing.parent_process() is not None:
+        return multiprocessing.current_process().name
+    return f"{socket.gethostname()}.{os.getpid()}"
+
+
+def _finish(result: TaskResult, status: Any) -> None:
+    object.__setattr__(result, "status", status)
+    object.__setattr__(result, "finished_at", timezone.now())
+
+
+def send_robust(signal: Signal, sender: type, result: TaskResult) -> None:
+    """Send a framework signal; a receiver that raises is logged, never fails the job."""
+    for receiver, response in signal.send_robust(sender, task_result=result):
+        if isinstance(response, Exception):
+            logger.error(
+                "job=%s task=%s receiver=%r state=signal-receiver-failed error=%r",
+                result.id,
+                result.task.module_path,
+                receiver,
+                response,
+                exc_info=response,
+            )
+
+
+def _job_row(broker: Any, job_id: str) -> Any:
+    """The Job row; on the Redis broker a job just sent may not be in the table yet."""
+    from jobqueue.models import Job
+
+    deadline = time.monotonic() + ROW_WAIT
+    while True:
+        broker.sync()
+        row = Job.objects.filter(id=job_id).first()
+        if row is not None:
+            return row
+        if time.monotonic() > deadline:
+            raise TaskResultDoesNotExist(f"{job_id}: the broker has it, the Job table not yet")
+        time.sleep(0.05)
+
+
+__all__ = ["FrameworkJob", "JobQueueBackend", "JobQueueTask", "task_backends"]

@@ -1,0 +1,400 @@
+"""Django's tasks framework on jobqueue's backend, run by real ``jobworker`` processes on both
+brokers: the cases Django's own tests/tasks/ checks of a backend (enqueue, results and errors,
+defer, priority, queue names, context, async tasks, signals), plus jobqueue's retries, timeouts
+and transactions."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from uuid import uuid4
+
+import pytest
+from asgiref.sync import async_to_sync
+from django.core.exceptions import ImproperlyConfigured
+from django.db import transaction
+from django.utils import timezone
+
+framework = pytest.importorskip("jobqueue.framework", exc_type=ImproperlyConfigured)
+
+from jobqueue import JobResult  # noqa: E402
+from jobqueue.backend import JobQueueBackend  # noqa: E402
+from jobqueue.conf import get_settings  # noqa: E402
+from jobqueue.models import Job  # noqa: E402
+from tests.conftest import WorkerProcess, wait_until  # noqa: E402
+from tests.tasksapp import tasks  # noqa: E402
+from tests.testapp.tasks import add  # noqa: E402
+
+READY = framework.TaskResultStatus.READY
+RUNNING = framework.TaskResultStatus.RUNNING
+FAILED = framework.TaskResultStatus.FAILED
+SUCCESSFUL = framework.SUCCESSFUL
+
+
+@dataclass
+class Workers:
+    start: Callable[..., WorkerProcess]
+
+    def drain(self, *args: str) -> WorkerProcess:
+        """A ``--burst`` worker: runs every runnable job, then exits."""
+        worker = self.start("--burst", *args)
+        assert worker.wait() == 0, worker.output
+        return worker
+
+
+@pytest.fixture
+def workers(broker, jobworker, worker_env) -> Iterator[Workers]:
+    """Workers on the test's broker (``broker`` runs the test once per broker)."""
+    options = get_settings().BROKER.get("OPTIONS", {})
+    if "url" in options:
+        worker_env["JOBQUEUE_TEST_REDIS_URL"] = options["url"]
+        worker_env["JOBQUEUE_TEST_REDIS_PREFIX"] = options["prefix"]
+    yield Workers(jobworker)
+
+
+def lines(path: Path) -> list[str]:
+    return path.read_text().splitlines() if path.exists() else []
+
+
+def finished(result) -> bool:
+    result.refresh()
+    return result.is_finished
+
+
+# -- the backend ----------------------------------------------------------------------------------
+def test_the_default_backend_is_jobqueue_with_every_capability():
+    backend = framework.task_backends["default"]
+    assert isinstance(backend, JobQueueBackend)
+    assert tasks.noop_task.get_backend() is backend
+    assert backend.supports_defer
+    assert backend.supports_priority
+    assert backend.supports_get_result
+    assert backend.supports_async_task
+
+
+# -- enqueue and results --------------------------------------------------------------------------
+def test_enqueue_returns_a_ready_result_and_a_worker_runs_it(workers):
+    before = timezone.now()
+    result = tasks.calculate_meaning_of_life.enqueue()
+
+    assert result.status == READY
+    assert not result.is_finished
+    assert (result.started_at, result.last_attempted_at, result.finished_at) == (None, None, None)
+    assert before <= result.enqueued_at <= timezone.now()
+    assert (result.attempts, result.errors, result.worker_ids) == (0, [], [])
+    assert (result.args, result.kwargs, result.backend) == ([], {}, "default")
+    assert result.task is tasks.calculate_meaning_of_life
+    with pytest.raises(ValueError, match="Task has not finished yet"):
+        _ = result.return_value
+    row = JobResult(result.id).job  # the same Job table and admin as @jobqueue.task
+    assert (row.task, row.queue, row.status) == (
+        "tests.tasksapp.tasks.calculate_meaning_of_life",
+        "default",
+        "queued",
+    )
+
+    workers.drain()
+    result.refresh()
+
+    assert result.status == SUCCESSFUL
+    assert result.is_finished
+    assert result.return_value == 42
+    assert result.errors == []
+    assert result.attempts == 1
+    assert result.worker_ids == [JobResult(result.id).job.worker]
+    assert result.worker_ids[0]
+    assert result.enqueued_at <= result.started_at <= result.finished_at
+    assert result.last_attempted_at == result.started_at
+
+
+def test_get_result_reads_the_job_from_any_process(workers):
+    sent = tasks.echo.enqueue({"a": [1, 2.5, None, True], "b": "é"})
+    workers.drain()
+
+    result = framework.task_backends["default"].get_result(sent.id)
+    same = tasks.echo.get_result(sent.id)
+
+    assert result.id == same.id == sent.id
+    assert result.task.func is tasks.echo.func
+    assert result.status == SUCCESSFUL
+    assert result.return_value == {"a": [1, 2.5, None, True], "b": "é"}
+    assert result.args == [{"a": [1, 2.5, None, True], "b": "é"}]
+    assert result.kwargs == {}
+
+
+def test_arguments_come_back_exactly_even_when_they_look_like_jobqueue_tags(workers):
+    tricky = {"$jq": "datetime", "v": "2026-01-01T00:00:00"}  # plain data, not a datetime
+    result = tasks.echo.enqueue(value=[tricky, (1, 2)])
+    workers.drain()
+    result.refresh()
+    assert result.kwargs == {"value": [tricky, [1, 2]]}
+    assert result.return_value == [tricky, [1, 2]]
+
+
+def test_aenqueue_and_aget_result(workers):
+    result = async_to_sync(tasks.calculate_meaning_of_life.aenqueue)()
+    assert result.status == READY
+    workers.drain()
+
+    again = async_to_sync(tasks.calculate_meaning_of_life.aget_result)(result.id)
+    async_to_sync(result.arefresh)()
+
+    assert again.status == result.status == SUCCESSFUL
+    assert again.return_value == result.return_value == 42
+
+
+def test_a_result_of_another_task_is_a_mismatch(workers):
+    result = tasks.echo.enqueue(1)
+    with pytest.raises(framework.TaskResultMismatch, match="Task does not match"):
+        tasks.calculate_meaning_of_life.get_result(result.id)
+
+
+def test_unknown_ids_do_not_exist(workers):
+    backend = framework.task_backends["default"]
+    for missing in (str(uuid4()), "not-a-uuid", ""):
+        with pytest.raises(framework.TaskResultDoesNotExist):
+            backend.get_result(missing)
+    with pytest.raises(framework.TaskResultDoesNotExist):
+        async_to_sync(backend.aget_result)(str(uuid4()))
+    # A job of an @jobqueue.task is no result of the framework's.
+    with pytest.raises(framework.TaskResultDoesNotExist, match="not a task of Django's tasks"):
+        backend.get_result(add.delay(1, 2).id)
+
+
+def test_a_failure_is_recorded_with_its_exception_class_and_traceback(workers):
+    result = tasks.failing_task_value_error.enqueue()
+    workers.drain()
+    result.refresh()
+
+    assert result.status == FAILED
+    assert result.is_finished
+    assert result.finished_at is not None
+    with pytest.raises(ValueError, match="Task failed"):
+        _ = result.return_value
+    [error] = result.errors
+    assert error.exception_class_path == "builtins.ValueError"
+    assert error.exception_class is ValueError
+    assert "This Task failed due to ValueError" in error.traceback
+    assert "Traceback (most recent call last)" in error.traceback
+    assert "failing_task_value_error" in error.traceback
+
+
+def test_a_return_value_json_cannot_carry_fails_the_task(workers):
+    result = tasks.bad_return_value.enqueue()
+    workers.drain()
+    result.refresh()
+    assert result.status == FAILED
+    assert result.errors[0].exception_class is TypeError
+
+
+def test_complex_return_value(workers):
+    result = tasks.complex_return_value.enqueue()
+    workers.drain()
+    result.refresh()
+    assert result.return_value == {
+        "list": [1, 2, 3],
+        "nested": {"a": None, "b": True},
+        "text": "é",
+    }
+
+
+# -- async tasks ----------------------------------------------------------------------------------
+def test_async_tasks_run_on_an_event_loop_in_the_worker(workers):
+    result = tasks.async_echo.enqueue("hello")
+    noop = tasks.noop_task_async.enqueue()
+    workers.drain()
+    result.refresh()
+    noop.refresh()
+    assert result.status == noop.status == SUCCESSFUL
+    assert result.return_value["value"] == "hello"
+    assert "EventLoop" in result.return_value["loop"]
+    assert noop.return_value is None
+
+
+def test_jobqueues_own_task_takes_async_def_too(workers):
+    job = tasks.jobqueue_async_echo.delay([1, "two"])
+    workers.drain()
+    value = job.get(timeout=10)
+    assert value["value"] == [1, "two"]
+    assert "EventLoop" in value["loop"]
+
+
+# -- context and retries --------------------------------------------------------------------------
+def test_a_task_that_takes_context_gets_its_result_and_attempt(workers, tmp_path):
+    result = tasks.get_context.enqueue(str(tmp_path / "runs"))
+    workers.drain()
+    result.refresh()
+
+    seen = result.return_value
+    assert seen["id"] == result.id
+    assert seen["attempt"] == 1
+    assert seen["status"] == str(RUNNING)
+    assert seen["worker_ids"] == result.worker_ids
+    assert seen["queue"] == "default"
+    assert lines(tmp_path / "runs") == ["attempt 1"]
+
+
+def test_retries_of_a_task_are_counted_attempts(workers, tmp_path):
+    runs = tmp_path / "runs"
+    result = tasks.flaky.enqueue(str(runs), 3)  # @task(max_retries=2)
+    workers.drain()
+    result.refresh()
+
+    assert lines(runs) == ["attempt 1", "attempt 2", "attempt 3"]
+    assert result.status == SUCCESSFUL
+    assert result.return_value == 3
+    assert result.attempts == 3
+    # The Job row names the worker of the last attempt only.
+    assert result.worker_ids == ["", "", JobResult(result.id).job.worker]
+    assert result.errors == []  # it succeeded in the end
+
+
+def test_a_task_out_of_retries_fails_with_its_last_error(workers, tmp_path):
+    runs = tmp_path / "runs"
+    result = tasks.always_fails.enqueue(str(runs))  # @task(max_retries=1)
+    workers.drain()
+    result.refresh()
+
+    assert lines(runs) == ["run", "run"]
+    assert result.status == FAILED
+    assert result.attempts == 2
+    assert [e.exception_class for e in result.errors] == [KeyError]
+
+
+def test_retries_default_to_the_backends_options(workers, tmp_path):
+    runs = tmp_path / "runs"
+    result = tasks.retried_by_backend_options.enqueue(str(runs))  # OPTIONS MAX_RETRIES=2
+    assert result.backend == "retrying"
+    workers.drain()
+    result.refresh()
+    assert lines(runs) == ["attempt 1", "attempt 2", "attempt 3"]
+    assert result.status == FAILED
+    assert result.errors[0].exception_class is RuntimeError
+
+
+def test_a_task_past_its_timeout_is_killed_and_fails(workers, tmp_path):
+    marker = tmp_path / "started"
+    result = tasks.sleeps.enqueue(str(marker))  # @task(timeout=1)
+    workers.drain()
+    result.refresh()
+    assert marker.exists()
+    assert result.status == FAILED
+    assert result.errors[0].exception_class is TimeoutError
+    assert "timeout of 1 s" in result.errors[0].traceback
+
+
+def test_a_task_whose_worker_process_dies_runs_again(workers, tmp_path):
+    runs = tmp_path / "runs"
+    result = tasks.dies_on_first_attempt.enqueue(str(runs))
+    workers.drain()
+    result.refresh()
+    assert lines(runs) == ["attempt 1", "attempt 2"]
+    assert result.status == SUCCESSFUL
+    assert result.return_value == 2
+    assert result.attempts == 2
+
+
+def test_a_canceled_task_is_failed_with_job_canceled(broker):
+    from jobqueue.exceptions import JobCanceled
+
+    result = tasks.noop_task.using(run_after=timezone.now() + timedelta(hours=1)).enqueue()
+    assert JobResult(result.id).cancel()
+    result.refresh()
+    assert result.status == FAILED
+    assert [e.exception_class for e in result.errors] == [JobCanceled]
+
+
+# -- defer, priority, queues ----------------------------------------------------------------------
+def test_run_after_defers_the_task(workers, tmp_path):
+    run_after = timezone.now() + timedelta(seconds=2)
+    result = tasks.record.using(run_after=run_after).enqueue(str(tmp_path / "runs"), "late")
+    assert result.task.run_after == run_after
+    assert JobResult(result.id).job.status == "scheduled"
+
+    workers.drain()  # a burst worker leaves a job that is not due yet
+    result.refresh()
+    assert result.status == READY
+    assert result.task.run_after == run_after
+
+    worker = workers.start()
+    wait_until(lambda: finished(result), message="the deferred task to run")
+    worker.signal(15)
+    assert worker.wait() == 0, worker.output
+    assert result.status == SUCCESSFUL
+    assert result.started_at >= run_after
+    assert lines(tmp_path / "runs")[0].split()[0] == "late"
+
+
+def test_higher_priority_runs_first(workers, tmp_path):
+    runs = tmp_path / "runs"
+    for priority in (0, -100, 100, 5, -5, 50):
+        tasks.record.using(priority=priority).enqueue(str(runs), priority)
+    workers.drain("--concurrency", "1")
+    assert [int(line.split()[0]) for line in lines(runs)] == [100, 50, 5, 0, -5, -100]
+    assert sorted(Job.objects.values_list("priority", flat=True)) == [-100, -5, 0, 5, 50, 100]
+
+
+def test_queue_names_route_tasks_to_the_workers_serving_them(workers, tmp_path):
+    runs = tmp_path / "runs"
+    result = tasks.record.using(queue_name="low").enqueue(str(runs), "low")
+    assert result.task.queue_name == "low"
+    assert JobResult(result.id).job.queue == "low"
+
+    workers.drain("high")
+    result.refresh()
+    assert result.status == READY
+    assert lines(runs) == []
+
+    workers.drain("low")
+    result.refresh()
+    assert result.status == SUCCESSFUL
+    assert result.task.queue_name == "low"
+    assert lines(runs)[0].startswith("low ")
+
+
+# -- transactions and signals ---------------------------------------------------------------------
+def test_inside_a_transaction_the_task_is_enqueued_on_commit(workers, tmp_path):
+    log = tmp_path / "signals"
+    with transaction.atomic():
+        kept = tasks.signalled.enqueue(str(log))
+        assert lines(log) == []  # task_enqueued waits for the commit too
+    assert lines(log) == [f"enqueued {READY} JobQueueBackend {os.getpid()}"]
+
+    dropped_log = tmp_path / "dropped"
+    with pytest.raises(RuntimeError), transaction.atomic():
+        dropped = tasks.signalled.enqueue(str(dropped_log))
+        raise RuntimeError("rolled back")
+    assert lines(dropped_log) == []
+    with pytest.raises(framework.TaskResultDoesNotExist):
+        dropped.refresh()
+
+    workers.drain()
+    kept.refresh()
+    assert kept.status == SUCCESSFUL
+
+
+def test_signals_are_sent_by_the_worker_running_the_task(workers, tmp_path):
+    log = tmp_path / "signals"
+    result = tasks.signalled.enqueue(str(log))
+    workers.drain()
+    result.refresh()
+
+    enqueued, started, finished_ = [line.split() for line in lines(log)]
+    assert enqueued == ["enqueued", str(READY), "JobQueueBackend", str(os.getpid())]
+    assert started[:3] == ["started", str(RUNNING), "JobQueueBackend"]
+    assert finished_[:3] == ["finished", str(SUCCESSFUL), "JobQueueBackend"]
+    assert started[3] == finished_[3] != str(os.getpid())  # the worker's child process
+    assert result.status == SUCCESSFUL
+
+
+def test_a_signal_receiver_that_raises_never_fails_the_task(workers, tmp_path):
+    log = tmp_path / "signals"
+    result = tasks.signalled.enqueue(str(log), True)  # every receiver raises
+    workers.drain()
+    result.refresh()
+    assert [line.split()[0] for line in lines(log)] == ["enqueued", "started", "finished"]
+    assert result.status == SUCCESSFUL
+    assert result.return_value == "done"

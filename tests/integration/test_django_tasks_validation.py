@@ -1,0 +1,233 @@
+"""What jobqueue's backend refuses, at declaration or at enqueue, with the framework's errors
+(the equivalents of Django's tests/tasks/ validation cases), its system checks, and EAGER mode.
+Nothing here needs a worker: a refused task never reaches one."""
+
+from __future__ import annotations
+
+import math
+import re
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from django.core.exceptions import ImproperlyConfigured
+from django.db import transaction
+from django.test import override_settings
+
+framework = pytest.importorskip("jobqueue.framework", exc_type=ImproperlyConfigured)
+
+from jobqueue import backend as backend_module  # noqa: E402
+from jobqueue.backend import JobQueueBackend  # noqa: E402
+from jobqueue.exceptions import ConfigurationError  # noqa: E402
+from jobqueue.models import Job  # noqa: E402
+from tests.tasksapp import tasks  # noqa: E402
+
+InvalidTask = framework.InvalidTask
+pytestmark = pytest.mark.django_db
+
+
+@framework.task()
+def defined_where_workers_do_not_look():
+    """A module-level task of a module no worker imports (a test module)."""
+
+
+def no_job_written() -> bool:
+    return not Job.objects.exists()
+
+
+# -- declaration ----------------------------------------------------------------------------------
+def test_a_function_must_be_defined_at_module_level():
+    def local():
+        pass
+
+    message = "Task function must be defined at a module level."
+    with pytest.raises(InvalidTask, match=re.escape(message)):
+        framework.task()(local)
+
+
+def test_takes_context_needs_a_context_argument():
+    with pytest.raises(InvalidTask, match="first argument of 'context'"):
+        framework.task(takes_context=True)(tasks.echo.func)
+
+
+@pytest.mark.parametrize("priority", [101, -101, 1.5])
+def test_priority_is_a_whole_number_from_minus_100_to_100(priority):
+    with pytest.raises(
+        InvalidTask, match=re.escape("priority must be a whole number between -100 and 100.")
+    ):
+        tasks.noop_task.using(priority=priority)
+
+
+def test_every_allowed_priority_is_accepted():
+    assert tasks.noop_task.using(priority=-100).priority == -100
+    assert tasks.noop_task.using(priority=100).priority == 100
+
+
+def test_a_queue_jobqueue_does_not_know_is_refused():
+    with pytest.raises(InvalidTask, match="Queue 'nope' is not in JOBQUEUE\\['QUEUES'\\]"):
+        tasks.noop_task.using(queue_name="nope")
+
+
+def test_a_queue_the_backend_does_not_list_is_refused():
+    # TASKS['retrying'] has QUEUES ['default'] only.
+    with pytest.raises(InvalidTask, match=re.escape("Queue 'low' is not valid for backend.")):
+        tasks.retried_by_backend_options.using(queue_name="low")
+
+
+def test_run_after_must_be_aware():
+    with pytest.raises(InvalidTask, match=re.escape("run_after must be an aware datetime.")):
+        tasks.noop_task.using(run_after=datetime.now() + timedelta(hours=1))
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"max_retries": -1}, "noop_task: .*max_retries must be an int"),
+        ({"retry_backoff": -1}, "noop_task: .*retry_backoff must be"),
+        ({"timeout": 0}, "noop_task: .*timeout must be"),
+    ],
+)
+def test_jobqueue_options_are_checked_at_declaration(options, message):
+    with pytest.raises(InvalidTask, match=message):
+        framework.task(**options)(tasks.noop_task.func)
+
+
+# -- enqueue --------------------------------------------------------------------------------------
+def test_a_task_in_a_module_workers_do_not_import_is_refused_at_enqueue():
+    with pytest.raises(InvalidTask, match="which workers do not import"):
+        defined_where_workers_do_not_look.enqueue()
+    assert no_job_written()
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        datetime.now(tz=UTC),
+        {1, 2},
+        object(),
+        {1: "int keys come back as str"},
+        math.nan,
+        math.inf,
+    ],
+)
+def test_arguments_must_survive_a_json_round_trip(value):
+    with pytest.raises(TypeError):
+        tasks.echo.enqueue(value)
+    with pytest.raises(TypeError):
+        tasks.echo.enqueue(value=value)
+    assert no_job_written()
+
+
+def test_arguments_must_fit_the_signature():
+    with pytest.raises(TypeError, match="echo\\(\\)"):
+        tasks.echo.enqueue(1, 2)
+    with pytest.raises(TypeError, match="get_context\\(\\): missing a required argument: 'path'"):
+        tasks.get_context.enqueue()  # the context is given by the worker, the path is missing
+    assert no_job_written()
+
+
+def test_json_values_are_normalized_as_the_framework_does():
+    result = tasks.echo.enqueue((1, (2, 3)))
+    assert result.args == [[1, [2, 3]]]
+
+
+# -- system checks --------------------------------------------------------------------------------
+def backend(**params) -> JobQueueBackend:
+    return JobQueueBackend("test", {"BACKEND": "jobqueue.backend.JobQueueBackend", **params})
+
+
+def check_ids(b: JobQueueBackend) -> list[str]:
+    return [message.id for message in b.check()]
+
+
+def test_the_configured_backends_pass_their_checks():
+    for alias in ("default", "retrying"):
+        assert list(framework.task_backends[alias].check()) == []
+
+
+def test_check_reports_queues_jobqueue_does_not_have():
+    assert check_ids(backend(QUEUES=["default", "elsewhere"])) == ["jobqueue.E102"]
+    assert check_ids(backend(QUEUES=["high", "low"])) == []
+
+
+def test_check_reports_unusable_retry_options():
+    assert check_ids(backend(OPTIONS={"MAX_RETRIES": -1})) == ["jobqueue.E103"]
+    assert check_ids(backend(OPTIONS={"TIMEOUT": 0})) == ["jobqueue.E103"]
+
+
+def test_unknown_options_are_refused_when_the_backend_is_made():
+    with pytest.raises(ConfigurationError, match="unknown keys \\['MAX_RETRIEZ'\\]"):
+        backend(OPTIONS={"MAX_RETRIEZ": 3})
+
+
+def test_check_needs_tracking_on_the_redis_broker():
+    redis = {"BACKEND": "jobqueue.brokers.redis.RedisBroker", "OPTIONS": {"url": "redis://x"}}
+    with override_settings(JOBQUEUE={"BROKER": redis, "TRACKING": False}):
+        assert check_ids(backend()) == ["jobqueue.E104"]
+    with override_settings(JOBQUEUE={"BROKER": redis, "TRACKING": True}):
+        assert check_ids(backend()) == []
+
+
+def test_checks_run_with_djangos_system_checks():
+    from django.core import checks
+
+    with override_settings(
+        TASKS={"default": {"BACKEND": "jobqueue.backend.JobQueueBackend", "QUEUES": ["nowhere"]}}
+    ):
+        ids = [message.id for message in checks.run_checks()]
+    assert "jobqueue.E102" in ids
+
+
+# -- how the Job row reads as the framework's errors ----------------------------------------------
+@pytest.mark.parametrize(
+    ("error", "path"),
+    [
+        ("ValueError: bad", "builtins.ValueError"),
+        ("TimeoutError: job exceeded its timeout of 1 s", "builtins.TimeoutError"),
+        ("tests.tasksapp.tasks.Custom: no", "tests.tasksapp.tasks.Custom"),
+        ("SerializationError: a set", "jobqueue.exceptions.SerializationError"),
+        ("WorkerLost: its worker process died (signal 9)", "jobqueue.exceptions.JobFailed"),
+    ],
+)
+def test_a_recorded_error_names_an_exception_class(error, path):
+    [entry] = backend_module.errors("failed", error, "")
+    assert entry.exception_class_path == path
+    assert entry.traceback == error  # no traceback recorded: the error line stands for it
+
+
+def test_a_job_with_no_error_has_no_errors_entry():
+    assert backend_module.errors("queued", "", "") == []
+    assert backend_module.errors("succeeded", "", "") == []
+
+
+def test_worker_ids_have_one_entry_per_attempt():
+    assert backend_module.worker_ids(0, "") == []
+    assert backend_module.worker_ids(1, "w/1") == ["w/1"]
+    assert backend_module.worker_ids(3, "w/2") == ["", "", "w/2"]
+
+
+# -- EAGER mode -----------------------------------------------------------------------------------
+@pytest.mark.django_db(transaction=True)
+def test_eager_mode_runs_the_task_inline_on_commit(settings, tmp_path):
+    settings.JOBQUEUE = {**settings.JOBQUEUE, "EAGER": True}
+    with transaction.atomic():
+        result = tasks.get_context.enqueue(str(tmp_path / "runs"))
+        assert not (tmp_path / "runs").exists()
+    result.refresh()
+    assert result.status == framework.SUCCESSFUL
+    assert result.return_value["attempt"] == 1
+    assert result.worker_ids == ["eager"]
+    assert result.return_value["worker_ids"] == ["eager"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_eager_mode_sends_the_signals_in_order(settings, tmp_path):
+    settings.JOBQUEUE = {**settings.JOBQUEUE, "EAGER": True}
+    log = tmp_path / "signals"
+    result = tasks.signalled.enqueue(str(log))
+    assert [line.split()[:2] for line in log.read_text().splitlines()] == [
+        ["enqueued", "READY"],
+        ["started", "RUNNING"],
+        ["finished", "SUCCESSFUL"],
+    ]
+    result.refresh()
+    assert result.return_value == "done"

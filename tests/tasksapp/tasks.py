@@ -1,0 +1,146 @@
+"""Tasks of Django's tasks framework (the equivalents of Django's own tests/tasks/tasks.py) that
+the tests send to real workers through jobqueue's backend, and signal receivers that leave a
+trace of every signal in a file the task names."""
+
+import asyncio
+import os
+import signal
+import time
+from pathlib import Path
+
+import jobqueue
+from jobqueue.framework import task, task_enqueued, task_finished, task_started
+
+
+def log(path, line):
+    with open(path, "a") as f:
+        f.write(f"{line}\n")
+
+
+@task()
+def noop_task(*args, **kwargs):
+    return None
+
+
+@task()
+async def noop_task_async(*args, **kwargs):
+    await asyncio.sleep(0)
+    return None
+
+
+@task()
+def calculate_meaning_of_life():
+    return 42
+
+
+@task()
+def echo(value):
+    return value
+
+
+@task()
+async def async_echo(value):
+    await asyncio.sleep(0.01)
+    return {"loop": type(asyncio.get_running_loop()).__name__, "value": value}
+
+
+@jobqueue.task
+async def jobqueue_async_echo(value):
+    """jobqueue's own @task takes async def functions too."""
+    await asyncio.sleep(0.01)
+    return {"loop": type(asyncio.get_running_loop()).__name__, "value": value}
+
+
+@task()
+def failing_task_value_error():
+    raise ValueError("This Task failed due to ValueError")
+
+
+@task()
+def complex_return_value():
+    return {"list": [1, 2, 3], "nested": {"a": None, "b": True}, "text": "é"}
+
+
+@task()
+def bad_return_value():
+    return {1, 2}  # a set: JSON cannot carry it
+
+
+@task()
+def record(path, value):
+    """Append ``value`` and this process's pid to ``path``: how tests count and order runs."""
+    log(path, f"{value} {os.getpid()}")
+    return value
+
+
+@task(takes_context=True)
+def get_context(context, path):
+    log(path, f"attempt {context.attempt}")
+    return {
+        "id": context.task_result.id,
+        "attempt": context.attempt,
+        "status": str(context.task_result.status),
+        "worker_ids": context.task_result.worker_ids,
+        "queue": context.task_result.task.queue_name,
+    }
+
+
+@task(takes_context=True, max_retries=2, retry_backoff=0)
+def flaky(context, path, succeed_on):
+    """Fails until its attempt ``succeed_on``; every attempt leaves a line in ``path``."""
+    log(path, f"attempt {context.attempt}")
+    if context.attempt < succeed_on:
+        raise RuntimeError(f"attempt {context.attempt} fails")
+    return context.attempt
+
+
+@task(max_retries=1, retry_backoff=0)
+def always_fails(path):
+    log(path, "run")
+    raise KeyError("never")
+
+
+@task(backend="retrying", takes_context=True)
+def retried_by_backend_options(context, path):
+    log(path, f"attempt {context.attempt}")
+    raise RuntimeError("the backend's OPTIONS give it 2 retries")
+
+
+@task(takes_context=True, max_retries=1)
+def dies_on_first_attempt(context, path):
+    """Its first attempt kills its own worker process, as an OOM kill would."""
+    log(path, f"attempt {context.attempt}")
+    if context.attempt == 1:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return context.attempt
+
+
+@task(timeout=1)
+def sleeps(marker):
+    Path(marker).write_text(str(os.getpid()))
+    time.sleep(60)
+
+
+@task()
+def signalled(path, raise_in_receivers=False):
+    return "done"
+
+
+def _trace(signal_name):
+    def receiver(sender, task_result, **kwargs):
+        if task_result.task.func is not signalled.func:
+            return
+        path, raising = task_result.args[0], task_result.args[1:] == [True]
+        log(path, f"{signal_name} {task_result.status} {sender.__name__} {os.getpid()}")
+        if raising:
+            raise RuntimeError(f"a {signal_name} receiver that raises")
+
+    return receiver
+
+
+on_enqueued = _trace("enqueued")
+on_started = _trace("started")
+on_finished = _trace("finished")
+task_enqueued.connect(on_enqueued)
+task_started.connect(on_started)
+task_finished.connect(on_finished)
