@@ -81,9 +81,9 @@ def test_run_after_must_be_aware():
 @pytest.mark.parametrize(
     ("options", "message"),
     [
-        ({"max_retries": -1}, "noop_task: .*max_retries must be an int"),
-        ({"retry_backoff": -1}, "noop_task: .*retry_backoff must be"),
-        ({"timeout": 0}, "noop_task: .*timeout must be"),
+        ({"max_retries": -1}, "noop_task.*: .*max_retries must be an int"),
+        ({"retry_backoff": -1}, "noop_task.*: .*retry_backoff must be"),
+        ({"timeout": 0}, "noop_task.*: .*timeout must be"),
     ],
 )
 def test_jobqueue_options_are_checked_at_declaration(options, message):
