@@ -124,7 +124,7 @@ class FrameworkJob(JobQueueJob):
         leading: tuple[Any, ...] = (TaskContext(task_result=result),) if task.takes_context else ()
         try:
             value = plain_json(call(task.func, *leading, *args, **kwargs), "return value")
-        except Exception as exc:
+        except BaseException as exc:  # as execute(): SystemExit, CancelledError... fail the job
             if message.attempts > message.max_retries:  # no retry left: finished, failed
                 result.errors.append(
                     TaskError(

@@ -81,7 +81,9 @@ def failure(
 
 
 def execute(message: Message) -> Outcome:
-    """Run ``message``'s task; every exception it raises becomes part of the outcome."""
+    """Run ``message``'s task; whatever it raises becomes part of the outcome, BaseException
+    included (``sys.exit()``, KeyboardInterrupt, GeneratorExit from a library): a job never
+    takes its worker process down by raising."""
     started_at = timezone.now()
     if message.rejected:
         return failure(message, started_at, message.rejected, retryable=False)
@@ -95,7 +97,7 @@ def execute(message: Message) -> Outcome:
     try:
         value = task.run(message, args, kwargs)
         result = dumps(value, f"{message.task}() return value")
-    except Exception as exc:
+    except BaseException as exc:
         return failure(message, started_at, describe(exc), traceback.format_exc())
     finally:
         close_old_connections()

@@ -182,6 +182,28 @@ def test_a_failure_is_recorded_with_its_exception_class_and_traceback(workers):
     assert "failing_task_value_error" in error.traceback
 
 
+@pytest.mark.parametrize(
+    ("declared", "raised"),
+    [
+        (tasks.cancels_itself, "asyncio.exceptions.CancelledError"),  # async def
+        (tasks.exits, "builtins.SystemExit"),
+        (tasks.interrupted, "builtins.KeyboardInterrupt"),  # workers ignore SIGINT: the task's own
+    ],
+)
+def test_a_base_exception_from_the_task_fails_it_once(workers, tmp_path, declared, raised):
+    runs = tmp_path / "runs"
+    result = declared.enqueue(str(runs))
+    worker = workers.start("--burst")
+    assert worker.wait(30) == 0, worker.output
+    result.refresh()
+
+    assert lines(runs) == ["run"]  # the worker process survived it: no second attempt
+    assert result.status == FAILED
+    assert result.attempts == 1
+    assert [error.exception_class_path for error in result.errors] == [raised]
+    assert "Traceback (most recent call last)" in result.errors[0].traceback
+
+
 def test_a_return_value_json_cannot_carry_fails_the_task(workers):
     result = tasks.bad_return_value.enqueue()
     workers.drain()

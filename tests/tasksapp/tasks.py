@@ -144,3 +144,21 @@ on_finished = _trace("finished")
 task_enqueued.connect(on_enqueued)
 task_started.connect(on_started)
 task_finished.connect(on_finished)
+
+
+@task()
+async def cancels_itself(path):
+    log(path, "run")
+    raise asyncio.CancelledError()
+
+
+@task()
+def exits(path):
+    log(path, "run")
+    raise SystemExit(3)
+
+
+@task()
+def interrupted(path):
+    log(path, "run")
+    raise KeyboardInterrupt
