@@ -27,6 +27,7 @@ from django.core import checks
 from django.db import router, transaction
 from django.dispatch import Signal
 from django.utils import timezone
+from django.utils.module_loading import import_string
 
 from jobqueue import exceptions, registry
 from jobqueue.conf import get_settings
@@ -214,6 +215,7 @@ class JobQueueBackend(BaseTaskBackend):
                 f"{task.module_path} is defined in {module!r}, which workers do not import: move "
                 "it to tasks.py in an installed app, or add the module to JOBQUEUE['TASK_MODULES']"
             )
+        declared_by_module(task)
         args, kwargs = list(args), dict(kwargs)
         leading = [None] if task.takes_context else []
         try:
@@ -364,6 +366,30 @@ class JobQueueBackend(BaseTaskBackend):
 
 
 # -- helpers ------------------------------------------------------------------------------------
+def declared_by_module(task: Task) -> Task:
+    """The task its module declares under ``task.module_path``, as the framework itself finds a
+    task again (``Task._reconstruct``); it must be a task of this function declared on a jobqueue
+    backend, since that declaration is what registers it in a worker. Else ``InvalidTask``: a
+    task built at run time, or declared on another backend, is one no worker can run."""
+    path = task.module_path
+    try:
+        declared = import_string(path)
+    except ImportError:
+        declared = None
+    if not isinstance(declared, Task) or declared.func is not task.func:
+        raise InvalidTask(
+            f"{path} is not a task its module declares: workers find a task by its module path, "
+            f"so declare it there with @task (not at run time)."
+        )
+    if not isinstance(declared.get_backend(), JobQueueBackend):
+        raise InvalidTask(
+            f"{path} is declared on the backend {declared.backend!r}, which is not jobqueue's: "
+            "workers run only tasks declared on a jobqueue backend; declare it on one (it may "
+            "then be sent through another jobqueue backend with .using(backend=...))."
+        )
+    return declared
+
+
 def _noop() -> None:
     """Stands in for a task when checking the backend's OPTIONS."""
 

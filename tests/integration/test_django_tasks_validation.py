@@ -98,6 +98,27 @@ def test_a_task_in_a_module_workers_do_not_import_is_refused_at_enqueue():
     assert no_job_written()
 
 
+def test_a_task_built_at_run_time_is_refused_at_enqueue(tmp_path):
+    built = framework.task()(tasks.plain_function)  # its module declares no such task
+    with pytest.raises(InvalidTask, match="not a task its module declares"):
+        built.enqueue(str(tmp_path / "runs"))
+    assert no_job_written()
+
+
+def test_a_task_declared_on_another_backend_is_refused_at_enqueue(tmp_path):
+    moved = tasks.on_another_backend.using(backend="default")
+    with pytest.raises(InvalidTask, match="declared on the backend 'immediate'"):
+        moved.enqueue(str(tmp_path / "runs"))
+    assert no_job_written()
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_declared_task_may_be_sent_through_another_jobqueue_backend():
+    result = tasks.noop_task.using(backend="retrying", priority=3).enqueue()
+    assert (result.backend, result.task.priority) == ("retrying", 3)
+    assert Job.objects.get(id=result.id).task == "tests.tasksapp.tasks.noop_task"
+
+
 @pytest.mark.parametrize(
     "value",
     [

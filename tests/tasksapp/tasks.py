@@ -162,3 +162,13 @@ def exits(path):
 def interrupted(path):
     log(path, "run")
     raise KeyboardInterrupt
+
+
+def plain_function(path):
+    """No task: a plain function of a module workers import."""
+    log(path, "run")
+
+
+@task(backend="immediate")
+def on_another_backend(path):
+    log(path, "run")
