@@ -20,9 +20,11 @@ import socket
 import time
 import traceback
 from collections.abc import Iterator
+from datetime import datetime
 from typing import Any
 
 from django.apps import apps
+from django.conf import settings
 from django.core import checks
 from django.db import router, transaction
 from django.dispatch import Signal
@@ -32,7 +34,7 @@ from django.utils.module_loading import import_string
 from jobqueue import exceptions, registry
 from jobqueue.conf import get_settings
 from jobqueue.exceptions import ConfigurationError, JobNotFound, UnknownTask
-from jobqueue.execution import call, decode_arguments
+from jobqueue.execution import call
 from jobqueue.framework import (
     SUCCESSFUL,
     BaseTaskBackend,
@@ -50,7 +52,7 @@ from jobqueue.framework import (
     task_started,
 )
 from jobqueue.message import Message, canonical_job_id
-from jobqueue.serialization import DecodeError, json_text, loads, to_jsonable
+from jobqueue.serialization import TAG, DecodeError, json_text, loads, to_jsonable
 from jobqueue.states import JobStatus
 from jobqueue.task import Task as JobQueueJob
 
@@ -98,13 +100,43 @@ class FrameworkJob(JobQueueJob):
         )
         self.task = task
 
+    def decode(self, message: Message) -> tuple[list[Any], dict[str, Any]]:
+        """Plain JSON only: jobqueue's tagged types (datetimes, model references...) are for
+        ``@jobqueue.task``, so a message that carries one fails unread (no database lookup)."""
+        args, kwargs, _ = read_arguments(message.arguments)
+        return args, kwargs
+
+    def sent_as(self, message: Message) -> Task:
+        """The task as it was enqueued: its queue and priority, the backend it was sent through
+        and the ``run_after`` it was given (``.using(...)``)."""
+        try:
+            sent = read_arguments(message.arguments)[2]
+        except DecodeError:  # e.g. a timeout the supervisor records, without the arguments
+            sent = {}
+        changes: dict[str, Any] = {
+            "queue_name": message.queue or self.task.queue_name,
+            "priority": message.priority if message.queue else self.task.priority,
+            "backend": sent.get("backend", self.task.backend),
+            "run_after": sent.get("run_after"),
+        }
+        if all(getattr(self.task, key) == value for key, value in changes.items()):
+            return self.task
+        return dataclasses.replace(self.task, **changes)
+
+    def backoff(self, message: Message) -> float:
+        """The retry backoff of the backend the job was sent through, unless the task sets
+        its own."""
+        task = self.sent_as(message)
+        backend = task.get_backend()
+        if isinstance(backend, JobQueueBackend):
+            return float(backend.task_options(task)["RETRY_BACKOFF"])
+        return self.retry_backoff
+
     def run(self, message: Message, args: list[Any], kwargs: dict[str, Any]) -> Any:
         """Run one attempt: the framework's ``task_started``, the function (given a
         ``TaskContext`` if it takes one; ``async def`` on an event loop), ``task_finished`` once
         the task has finished for good (succeeded, or failed with no retry left)."""
-        task = self.task
-        if (task.queue_name, task.priority) != (message.queue, message.priority):
-            task = dataclasses.replace(task, queue_name=message.queue, priority=message.priority)
+        task = self.sent_as(message)
         now = timezone.now()
         result: Any = TaskResult(
             task=task,
@@ -227,11 +259,16 @@ class JobQueueBackend(BaseTaskBackend):
             "args": [plain_json(v, f"{path}() argument {i}") for i, v in enumerate(args)],
             "kwargs": {k: plain_json(v, f"{path}() argument {k!r}") for k, v in kwargs.items()},
         }
+        # What .using() set that the message has no field for: read back by sent_as().
+        sent = {
+            "backend": self.alias,
+            "run_after": None if task.run_after is None else task.run_after.isoformat(),
+        }
         options = self.task_options(task)
         now = timezone.now()
         message = Message(
             task=path,
-            arguments=json_text(to_jsonable(arguments, f"{path}() arguments")),
+            arguments=json_text(to_jsonable({**arguments, SENT: sent}, f"{path}() arguments")),
             queue=task.queue_name,
             priority=task.priority,
             run_at=task.run_after,
@@ -296,18 +333,14 @@ class JobQueueBackend(BaseTaskBackend):
                 "framework known to this process"
             )
         try:
-            args, kwargs = decode_arguments(row.arguments)
+            args, kwargs, _ = read_arguments(row.arguments)
         except DecodeError as exc:
             raise TaskResultDoesNotExist(f"{result_id}: unreadable arguments ({exc})") from exc
-        changes: dict[str, Any] = {"queue_name": row.queue, "priority": row.priority}
-        if row.run_at > row.enqueued_at:
-            changes["run_after"] = row.run_at
-        if self.alias != job.task.backend:
-            changes["backend"] = self.alias
+        task = job.sent_as(row.to_message())
         status = STATUS[JobStatus(state.status)]
         finished = state.status in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELED)
         result: Any = TaskResult(
-            task=dataclasses.replace(job.task, **changes),
+            task=task,
             id=job_id,
             status=status,
             enqueued_at=row.enqueued_at,
@@ -316,7 +349,7 @@ class JobQueueBackend(BaseTaskBackend):
             last_attempted_at=row.started_at,
             args=args,
             kwargs=kwargs,
-            backend=self.alias,
+            backend=task.backend,
             errors=errors(state.status, state.error or row.error, state.traceback or row.traceback),
             worker_ids=worker_ids(row.attempts, row.worker),
         )
@@ -366,6 +399,60 @@ class JobQueueBackend(BaseTaskBackend):
 
 
 # -- helpers ------------------------------------------------------------------------------------
+SENT = "sent"  # the key of the arguments envelope holding what .using() set
+
+
+def read_arguments(text: str) -> tuple[list[Any], dict[str, Any], dict[str, Any]]:
+    """``args``, ``kwargs`` and what ``.using()`` set (``backend``, ``run_after``) from a
+    framework job's arguments, as plain JSON: any tagged value but jobqueue's escape of a dict
+    that looks tagged is refused, and ``backend`` must name a jobqueue backend."""
+    try:
+        payload = json.loads(text, object_hook=_plain_object)
+    except json.JSONDecodeError as exc:
+        raise DecodeError(f"not valid JSON: {exc}") from exc
+    if (
+        not isinstance(payload, dict)
+        or not {"args", "kwargs"} <= set(payload) <= {"args", "kwargs", SENT}
+        or not isinstance(payload["args"], list)
+        or not isinstance(payload["kwargs"], dict)
+        or not isinstance(payload.get(SENT, {}), dict)
+    ):
+        raise DecodeError(
+            f'arguments must be {{"args": [...], "kwargs": {{...}}, "{SENT}": {{...}}}}'
+        )
+    sent: dict[str, Any] = {}
+    given = payload.get(SENT, {})
+    if given.get("backend") is not None:
+        alias = given["backend"]
+        if not isinstance(alias, str) or alias not in getattr(settings, "TASKS", {}):
+            raise DecodeError(f"the job was sent through {alias!r}, which TASKS does not have")
+        if not isinstance(task_backends[alias], JobQueueBackend):
+            raise DecodeError(f"the job was sent through {alias!r}, which is not jobqueue's")
+        sent["backend"] = alias
+    if given.get("run_after") is not None:
+        try:
+            sent["run_after"] = datetime.fromisoformat(given["run_after"])
+        except (TypeError, ValueError) as exc:
+            raise DecodeError(f"malformed run_after {given['run_after']!r}") from exc
+    return payload["args"], payload["kwargs"], sent
+
+
+def _plain_object(obj: dict[str, Any]) -> Any:
+    if TAG not in obj:
+        return obj
+    if obj[TAG] == "dict" and set(obj) == {TAG, "v"}:  # a plain dict that has a TAG key
+        pairs = obj["v"]
+        if isinstance(pairs, list) and all(
+            isinstance(pair, list) and len(pair) == 2 and isinstance(pair[0], str) for pair in pairs
+        ):
+            return dict(pairs)
+        raise DecodeError(f"malformed dict value {str(pairs)[:80]!r}")
+    raise DecodeError(
+        f"a tagged value ({str(obj[TAG])[:40]!r}) in the arguments of a task of Django's tasks "
+        "framework, which takes plain JSON only (jobqueue's richer types are for @jobqueue.task)"
+    )
+
+
 def declared_by_module(task: Task) -> Task:
     """The task its module declares under ``task.module_path``, as the framework itself finds a
     task again (``Task._reconstruct``); it must be a task of this function declared on a jobqueue

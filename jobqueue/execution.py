@@ -64,7 +64,7 @@ def failure(
     job_id, task_name, attempts = message.id, message.task, message.attempts
     if retryable and attempts <= message.max_retries:
         try:
-            backoff = registry.get_task(task_name).retry_backoff
+            backoff = registry.get_task(task_name).backoff(message)
         except UnknownTask:
             backoff = 1.0
         run_at = now + timedelta(seconds=retry_delay(backoff, attempts))
@@ -89,7 +89,7 @@ def execute(message: Message) -> Outcome:
         return failure(message, started_at, message.rejected, retryable=False)
     try:
         task = registry.get_task(message.task)
-        args, kwargs = decode_arguments(message.arguments)
+        args, kwargs = task.decode(message)
     except (UnknownTask, DecodeError) as exc:
         # Bad input stays bad: retrying would change nothing.
         return failure(message, started_at, describe(exc), retryable=False)

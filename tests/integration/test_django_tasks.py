@@ -23,7 +23,9 @@ framework = pytest.importorskip("jobqueue.framework", exc_type=ImproperlyConfigu
 from jobqueue import JobResult  # noqa: E402
 from jobqueue.backend import JobQueueBackend  # noqa: E402
 from jobqueue.conf import get_settings  # noqa: E402
+from jobqueue.message import Message  # noqa: E402
 from jobqueue.models import Job  # noqa: E402
+from jobqueue.serialization import json_text  # noqa: E402
 from tests.conftest import WorkerProcess, wait_until  # noqa: E402
 from tests.tasksapp import tasks  # noqa: E402
 from tests.testapp.tasks import add  # noqa: E402
@@ -244,6 +246,35 @@ def test_jobqueues_own_task_takes_async_def_too(workers):
     assert "EventLoop" in value["loop"]
 
 
+@pytest.mark.parametrize(
+    "tagged",
+    [
+        {"$jq": "model", "v": ["testapp.note", 999_999]},  # no such row: a lookup would say so
+        {"$jq": "datetime", "v": "2026-01-01T00:00:00"},
+    ],
+)
+def test_a_forged_job_of_a_framework_task_with_tagged_arguments_fails_unread(
+    workers, broker, tmp_path, tagged
+):
+    runs = tmp_path / "runs"
+    forged = Message(
+        task=tasks.record.module_path,
+        arguments=json_text({"args": [str(runs), tagged], "kwargs": {}}),
+        queue="default",
+    )
+    broker.enqueue([forged])
+    workers.drain()
+
+    assert lines(runs) == []
+    row = JobResult(forged.id).job
+    assert (row.status, row.attempts) == ("failed", 1)
+    assert row.error.startswith("jobqueue.serialization.DecodeError: a tagged value")
+    assert "plain JSON only" in row.error
+    assert "no longer exists" not in row.error
+    with pytest.raises(framework.TaskResultDoesNotExist, match="unreadable arguments"):
+        tasks.record.get_result(forged.id)
+
+
 # -- context and retries --------------------------------------------------------------------------
 def test_a_task_that_takes_context_gets_its_result_and_attempt(workers, tmp_path):
     result = tasks.get_context.enqueue(str(tmp_path / "runs"))
@@ -257,6 +288,17 @@ def test_a_task_that_takes_context_gets_its_result_and_attempt(workers, tmp_path
     assert seen["worker_ids"] == result.worker_ids
     assert seen["queue"] == "default"
     assert lines(tmp_path / "runs") == ["attempt 1"]
+
+
+def test_a_task_sent_through_another_backend_runs_with_that_backends_options(workers, tmp_path):
+    runs = tmp_path / "runs"
+    result = tasks.fails_every_time.using(backend="retrying").enqueue(str(runs))
+    workers.drain()  # "retrying": MAX_RETRIES 2, RETRY_BACKOFF 0, so every retry is due at once
+
+    assert lines(runs) == [f"attempt {n} retrying retrying" for n in (1, 2, 3)]
+    again = tasks.fails_every_time.get_result(result.id)
+    assert (again.backend, again.task.backend) == ("retrying", "retrying")
+    assert (again.status, again.attempts) == (FAILED, 3)
 
 
 def test_retries_of_a_task_are_counted_attempts(workers, tmp_path):
@@ -348,6 +390,21 @@ def test_run_after_defers_the_task(workers, tmp_path):
     assert result.status == SUCCESSFUL
     assert result.started_at >= run_after
     assert lines(tmp_path / "runs")[0].split()[0] == "late"
+
+
+def test_run_after_is_reported_as_the_user_set_it_and_only_then(workers, tmp_path):
+    retried = tasks.always_fails.enqueue(str(tmp_path / "fails"))  # a retry is scheduled for later
+    past = timezone.now() - timedelta(hours=1)
+    early = tasks.get_context.using(run_after=past).enqueue(str(tmp_path / "runs"))
+    workers.drain()
+
+    again = tasks.always_fails.get_result(retried.id)
+    assert again.attempts == 2
+    assert again.task.run_after is None
+    seen = tasks.get_context.get_result(early.id)
+    assert seen.status == SUCCESSFUL
+    assert seen.task.run_after == past
+    assert seen.return_value["run_after"] == past.isoformat()  # as the task saw it, too
 
 
 def test_higher_priority_runs_first(workers, tmp_path):

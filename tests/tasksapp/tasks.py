@@ -82,6 +82,9 @@ def get_context(context, path):
         "status": str(context.task_result.status),
         "worker_ids": context.task_result.worker_ids,
         "queue": context.task_result.task.queue_name,
+        "run_after": run_after.isoformat()
+        if (run_after := context.task_result.task.run_after)
+        else None,
     }
 
 
@@ -172,3 +175,11 @@ def plain_function(path):
 @task(backend="immediate")
 def on_another_backend(path):
     log(path, "run")
+
+
+@task(takes_context=True)
+def fails_every_time(context, path):
+    """Declared on "default" (no retries); each attempt logs the backend it runs for."""
+    result = context.task_result
+    log(path, f"attempt {context.attempt} {result.backend} {result.task.backend}")
+    raise RuntimeError("fails every time")
