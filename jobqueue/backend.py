@@ -93,7 +93,7 @@ class FrameworkJob(JobQueueJob):
             task.func,
             name=task.module_path,
             queue=task.queue_name,
-            priority=task.priority,
+            priority=int(task.priority),  # the framework allows a whole-number float
             max_retries=options["MAX_RETRIES"],
             retry_backoff=options["RETRY_BACKOFF"],
             timeout=options["TIMEOUT"],
@@ -270,7 +270,7 @@ class JobQueueBackend(BaseTaskBackend):
             task=path,
             arguments=json_text(to_jsonable({**arguments, SENT: sent}, f"{path}() arguments")),
             queue=task.queue_name,
-            priority=task.priority,
+            priority=int(task.priority),
             run_at=task.run_after,
             enqueued_at=now,
             max_retries=options["MAX_RETRIES"],

@@ -62,6 +62,13 @@ def test_every_allowed_priority_is_accepted():
     assert tasks.noop_task.using(priority=100).priority == 100
 
 
+def test_a_whole_number_float_priority_is_accepted_as_the_framework_does():
+    task = tasks.noop_task.using(priority=5.0)
+    assert task.priority == 5.0
+    result = task.enqueue()
+    assert Job.objects.get(id=result.id).priority == 5
+
+
 def test_a_queue_jobqueue_does_not_know_is_refused():
     with pytest.raises(InvalidTask, match="Queue 'nope' is not in JOBQUEUE\\['QUEUES'\\]"):
         tasks.noop_task.using(queue_name="nope")
