@@ -3,7 +3,6 @@ failure. Knows nothing of processes or brokers."""
 
 from __future__ import annotations
 
-import asyncio
 import inspect
 import logging
 import random
@@ -12,6 +11,7 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
+from asgiref.sync import async_to_sync
 from django.db import close_old_connections
 from django.utils import timezone
 
@@ -43,10 +43,11 @@ def describe(exc: BaseException) -> str:
 
 
 def call(func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-    """Call ``func``; an ``async def`` runs to completion on an event loop of its own (one per
-    job: nothing carries over from one job's loop to the next)."""
+    """Call ``func``; an ``async def`` runs to completion through asgiref's ``async_to_sync``, as
+    Django's own ``Task.call`` does: on an event loop of its own, with ``sync_to_async`` calls
+    (the ORM) run back on this thread, whose database connections are closed after each job."""
     if inspect.iscoroutinefunction(func):
-        return asyncio.run(func(*args, **kwargs))
+        return async_to_sync(func)(*args, **kwargs)
     return func(*args, **kwargs)
 
 

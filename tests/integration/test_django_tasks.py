@@ -238,6 +238,25 @@ def test_async_tasks_run_on_an_event_loop_in_the_worker(workers):
     assert noop.return_value is None
 
 
+def test_an_async_tasks_orm_calls_use_the_workers_own_thread_and_connection(workers):
+    """As under Django's ``Task.call``: ``sync_to_async`` runs on the thread that runs the job,
+    whose connection the worker manages (health checks, closing), not on a thread of its own
+    holding a second connection."""
+    results = [
+        tasks.uses_the_orm.enqueue(),
+        tasks.uses_the_orm.enqueue(),
+        tasks.uses_the_orm_sync.enqueue(),
+    ]
+    workers.drain("--concurrency", "1")
+    seen = []
+    for result in results:
+        result.refresh()
+        assert result.status == SUCCESSFUL, result.errors
+        seen.append(result.return_value)
+    assert [value["main_thread"] for value in seen] == [True, True, True]
+    assert len({value["connection"] for value in seen}) == 1  # one connection in the process
+
+
 def test_jobqueues_own_task_takes_async_def_too(workers):
     job = tasks.jobqueue_async_echo.delay([1, "two"])
     workers.drain()

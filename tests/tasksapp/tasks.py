@@ -5,8 +5,12 @@ trace of every signal in a file the task names."""
 import asyncio
 import os
 import signal
+import threading
 import time
 from pathlib import Path
+
+from asgiref.sync import sync_to_async
+from django.db import connection
 
 import jobqueue
 from jobqueue.framework import task, task_enqueued, task_finished, task_started
@@ -183,3 +187,23 @@ def fails_every_time(context, path):
     result = context.task_result
     log(path, f"attempt {context.attempt} {result.backend} {result.task.backend}")
     raise RuntimeError("fails every time")
+
+
+def _use_the_database():
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT 1")
+    return {
+        "main_thread": threading.current_thread() is threading.main_thread(),
+        "connection": id(connection.connection),  # the DB-API connection it used
+    }
+
+
+@task()
+async def uses_the_orm():
+    """An ORM call from an async task, as Django's docs write it."""
+    return await sync_to_async(_use_the_database)()
+
+
+@task()
+def uses_the_orm_sync():
+    return _use_the_database()
