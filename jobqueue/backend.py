@@ -165,13 +165,19 @@ class FrameworkJob(JobQueueJob):
                         traceback="".join(_format(exc)),
                     )
                 )
-                _finish(result, TaskResultStatus.FAILED)
-                send_robust(task_finished, sender, result)
+                self.finished(result, TaskResultStatus.FAILED)
             raise
         object.__setattr__(result, "_return_value", value)
-        _finish(result, SUCCESSFUL)
-        send_robust(task_finished, sender, result)
+        self.finished(result, SUCCESSFUL)
         return value
+
+    def finished(self, result: TaskResult, status: Any) -> None:
+        """The task has finished for good: ``task_finished``, the one place it is sent from.
+        Called by ``run`` (so before the worker stores the outcome, and never for a failure the
+        supervisor records); a worker hook called after the outcome is stored would call this
+        instead."""
+        _finish(result, status)
+        send_robust(task_finished, type(result.task.get_backend()), result)
 
 
 class JobQueueBackend(BaseTaskBackend):
