@@ -45,7 +45,7 @@ def describe(exc: BaseException) -> str:
 def call(func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     """Call ``func``; an ``async def`` runs to completion through asgiref's ``async_to_sync``, as
     Django's own ``Task.call`` does: on an event loop of its own, with ``sync_to_async`` calls
-    (the ORM) run back on this thread, whose database connections are closed after each job."""
+    (the ORM) run back on this thread, with the connections the worker checks between jobs."""
     if inspect.iscoroutinefunction(func):
         return async_to_sync(func)(*args, **kwargs)
     return func(*args, **kwargs)
