@@ -20,18 +20,21 @@ import socket
 import time
 import traceback
 from collections.abc import Iterator
+from datetime import datetime
 from typing import Any
 
 from django.apps import apps
+from django.conf import settings
 from django.core import checks
 from django.db import router, transaction
 from django.dispatch import Signal
 from django.utils import timezone
+from django.utils.module_loading import import_string
 
 from jobqueue import exceptions, registry
 from jobqueue.conf import get_settings
 from jobqueue.exceptions import ConfigurationError, JobNotFound, UnknownTask
-from jobqueue.execution import call, decode_arguments
+from jobqueue.execution import call
 from jobqueue.framework import (
     SUCCESSFUL,
     BaseTaskBackend,
@@ -49,7 +52,7 @@ from jobqueue.framework import (
     task_started,
 )
 from jobqueue.message import Message, canonical_job_id
-from jobqueue.serialization import DecodeError, json_text, loads, to_jsonable
+from jobqueue.serialization import TAG, DecodeError, json_text, loads, to_jsonable
 from jobqueue.states import JobStatus
 from jobqueue.task import Task as JobQueueJob
 
@@ -90,20 +93,50 @@ class FrameworkJob(JobQueueJob):
             task.func,
             name=task.module_path,
             queue=task.queue_name,
-            priority=task.priority,
+            priority=int(task.priority),  # the framework allows a whole-number float
             max_retries=options["MAX_RETRIES"],
             retry_backoff=options["RETRY_BACKOFF"],
             timeout=options["TIMEOUT"],
         )
         self.task = task
 
+    def decode(self, message: Message) -> tuple[list[Any], dict[str, Any]]:
+        """Plain JSON only: jobqueue's tagged types (datetimes, model references...) are for
+        ``@jobqueue.task``, so a message that carries one fails unread (no database lookup)."""
+        args, kwargs, _ = read_arguments(message.arguments)
+        return args, kwargs
+
+    def sent_as(self, message: Message) -> Task:
+        """The task as it was enqueued: its queue and priority, the backend it was sent through
+        and the ``run_after`` it was given (``.using(...)``)."""
+        try:
+            sent = read_arguments(message.arguments)[2]
+        except DecodeError:  # e.g. a timeout the supervisor records, without the arguments
+            sent = {}
+        changes: dict[str, Any] = {
+            "queue_name": message.queue or self.task.queue_name,
+            "priority": message.priority if message.queue else self.task.priority,
+            "backend": sent.get("backend", self.task.backend),
+            "run_after": sent.get("run_after"),
+        }
+        if all(getattr(self.task, key) == value for key, value in changes.items()):
+            return self.task
+        return dataclasses.replace(self.task, **changes)
+
+    def backoff(self, message: Message) -> float:
+        """The retry backoff of the backend the job was sent through, unless the task sets
+        its own."""
+        task = self.sent_as(message)
+        backend = task.get_backend()
+        if isinstance(backend, JobQueueBackend):
+            return float(backend.task_options(task)["RETRY_BACKOFF"])
+        return self.retry_backoff
+
     def run(self, message: Message, args: list[Any], kwargs: dict[str, Any]) -> Any:
         """Run one attempt: the framework's ``task_started``, the function (given a
         ``TaskContext`` if it takes one; ``async def`` on an event loop), ``task_finished`` once
         the task has finished for good (succeeded, or failed with no retry left)."""
-        task = self.task
-        if (task.queue_name, task.priority) != (message.queue, message.priority):
-            task = dataclasses.replace(task, queue_name=message.queue, priority=message.priority)
+        task = self.sent_as(message)
         now = timezone.now()
         result: Any = TaskResult(
             task=task,
@@ -124,7 +157,7 @@ class FrameworkJob(JobQueueJob):
         leading: tuple[Any, ...] = (TaskContext(task_result=result),) if task.takes_context else ()
         try:
             value = plain_json(call(task.func, *leading, *args, **kwargs), "return value")
-        except Exception as exc:
+        except BaseException as exc:  # as execute(): SystemExit, CancelledError... fail the job
             if message.attempts > message.max_retries:  # no retry left: finished, failed
                 result.errors.append(
                     TaskError(
@@ -132,13 +165,19 @@ class FrameworkJob(JobQueueJob):
                         traceback="".join(_format(exc)),
                     )
                 )
-                _finish(result, TaskResultStatus.FAILED)
-                send_robust(task_finished, sender, result)
+                self.finished(result, TaskResultStatus.FAILED)
             raise
         object.__setattr__(result, "_return_value", value)
-        _finish(result, SUCCESSFUL)
-        send_robust(task_finished, sender, result)
+        self.finished(result, SUCCESSFUL)
         return value
+
+    def finished(self, result: TaskResult, status: Any) -> None:
+        """The task has finished for good: ``task_finished``, the one place it is sent from.
+        Called by ``run`` (so before the worker stores the outcome, and never for a failure the
+        supervisor records); a worker hook called after the outcome is stored would call this
+        instead."""
+        _finish(result, status)
+        send_robust(task_finished, type(result.task.get_backend()), result)
 
 
 class JobQueueBackend(BaseTaskBackend):
@@ -214,6 +253,7 @@ class JobQueueBackend(BaseTaskBackend):
                 f"{task.module_path} is defined in {module!r}, which workers do not import: move "
                 "it to tasks.py in an installed app, or add the module to JOBQUEUE['TASK_MODULES']"
             )
+        declared_by_module(task)
         args, kwargs = list(args), dict(kwargs)
         leading = [None] if task.takes_context else []
         try:
@@ -225,13 +265,18 @@ class JobQueueBackend(BaseTaskBackend):
             "args": [plain_json(v, f"{path}() argument {i}") for i, v in enumerate(args)],
             "kwargs": {k: plain_json(v, f"{path}() argument {k!r}") for k, v in kwargs.items()},
         }
+        # What .using() set that the message has no field for: read back by sent_as().
+        sent = {
+            "backend": self.alias,
+            "run_after": None if task.run_after is None else task.run_after.isoformat(),
+        }
         options = self.task_options(task)
         now = timezone.now()
         message = Message(
             task=path,
-            arguments=json_text(to_jsonable(arguments, f"{path}() arguments")),
+            arguments=json_text(to_jsonable({**arguments, SENT: sent}, f"{path}() arguments")),
             queue=task.queue_name,
-            priority=task.priority,
+            priority=int(task.priority),
             run_at=task.run_after,
             enqueued_at=now,
             max_retries=options["MAX_RETRIES"],
@@ -294,18 +339,14 @@ class JobQueueBackend(BaseTaskBackend):
                 "framework known to this process"
             )
         try:
-            args, kwargs = decode_arguments(row.arguments)
+            args, kwargs, _ = read_arguments(row.arguments)
         except DecodeError as exc:
             raise TaskResultDoesNotExist(f"{result_id}: unreadable arguments ({exc})") from exc
-        changes: dict[str, Any] = {"queue_name": row.queue, "priority": row.priority}
-        if row.run_at > row.enqueued_at:
-            changes["run_after"] = row.run_at
-        if self.alias != job.task.backend:
-            changes["backend"] = self.alias
+        task = job.sent_as(row.to_message())
         status = STATUS[JobStatus(state.status)]
         finished = state.status in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELED)
         result: Any = TaskResult(
-            task=dataclasses.replace(job.task, **changes),
+            task=task,
             id=job_id,
             status=status,
             enqueued_at=row.enqueued_at,
@@ -314,7 +355,7 @@ class JobQueueBackend(BaseTaskBackend):
             last_attempted_at=row.started_at,
             args=args,
             kwargs=kwargs,
-            backend=self.alias,
+            backend=task.backend,
             errors=errors(state.status, state.error or row.error, state.traceback or row.traceback),
             worker_ids=worker_ids(row.attempts, row.worker),
         )
@@ -364,6 +405,84 @@ class JobQueueBackend(BaseTaskBackend):
 
 
 # -- helpers ------------------------------------------------------------------------------------
+SENT = "sent"  # the key of the arguments envelope holding what .using() set
+
+
+def read_arguments(text: str) -> tuple[list[Any], dict[str, Any], dict[str, Any]]:
+    """``args``, ``kwargs`` and what ``.using()`` set (``backend``, ``run_after``) from a
+    framework job's arguments, as plain JSON: any tagged value but jobqueue's escape of a dict
+    that looks tagged is refused, and ``backend`` must name a jobqueue backend."""
+    try:
+        payload = json.loads(text, object_hook=_plain_object)
+    except json.JSONDecodeError as exc:
+        raise DecodeError(f"not valid JSON: {exc}") from exc
+    if (
+        not isinstance(payload, dict)
+        or not {"args", "kwargs"} <= set(payload) <= {"args", "kwargs", SENT}
+        or not isinstance(payload["args"], list)
+        or not isinstance(payload["kwargs"], dict)
+        or not isinstance(payload.get(SENT, {}), dict)
+    ):
+        raise DecodeError(
+            f'arguments must be {{"args": [...], "kwargs": {{...}}, "{SENT}": {{...}}}}'
+        )
+    sent: dict[str, Any] = {}
+    given = payload.get(SENT, {})
+    if given.get("backend") is not None:
+        alias = given["backend"]
+        if not isinstance(alias, str) or alias not in getattr(settings, "TASKS", {}):
+            raise DecodeError(f"the job was sent through {alias!r}, which TASKS does not have")
+        if not isinstance(task_backends[alias], JobQueueBackend):
+            raise DecodeError(f"the job was sent through {alias!r}, which is not jobqueue's")
+        sent["backend"] = alias
+    if given.get("run_after") is not None:
+        try:
+            sent["run_after"] = datetime.fromisoformat(given["run_after"])
+        except (TypeError, ValueError) as exc:
+            raise DecodeError(f"malformed run_after {given['run_after']!r}") from exc
+    return payload["args"], payload["kwargs"], sent
+
+
+def _plain_object(obj: dict[str, Any]) -> Any:
+    if TAG not in obj:
+        return obj
+    if obj[TAG] == "dict" and set(obj) == {TAG, "v"}:  # a plain dict that has a TAG key
+        pairs = obj["v"]
+        if isinstance(pairs, list) and all(
+            isinstance(pair, list) and len(pair) == 2 and isinstance(pair[0], str) for pair in pairs
+        ):
+            return dict(pairs)
+        raise DecodeError(f"malformed dict value {str(pairs)[:80]!r}")
+    raise DecodeError(
+        f"a tagged value ({str(obj[TAG])[:40]!r}) in the arguments of a task of Django's tasks "
+        "framework, which takes plain JSON only (jobqueue's richer types are for @jobqueue.task)"
+    )
+
+
+def declared_by_module(task: Task) -> Task:
+    """The task its module declares under ``task.module_path``, as the framework itself finds a
+    task again (``Task._reconstruct``); it must be a task of this function declared on a jobqueue
+    backend, since that declaration is what registers it in a worker. Else ``InvalidTask``: a
+    task built at run time, or declared on another backend, is one no worker can run."""
+    path = task.module_path
+    try:
+        declared = import_string(path)
+    except ImportError:
+        declared = None
+    if not isinstance(declared, Task) or declared.func is not task.func:
+        raise InvalidTask(
+            f"{path} is not a task its module declares: workers find a task by its module path, "
+            f"so declare it there with @task (not at run time)."
+        )
+    if not isinstance(declared.get_backend(), JobQueueBackend):
+        raise InvalidTask(
+            f"{path} is declared on the backend {declared.backend!r}, which is not jobqueue's: "
+            "workers run only tasks declared on a jobqueue backend; declare it on one (it may "
+            "then be sent through another jobqueue backend with .using(backend=...))."
+        )
+    return declared
+
+
 def _noop() -> None:
     """Stands in for a task when checking the backend's OPTIONS."""
 

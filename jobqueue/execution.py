@@ -3,7 +3,6 @@ failure. Knows nothing of processes or brokers."""
 
 from __future__ import annotations
 
-import asyncio
 import inspect
 import logging
 import random
@@ -12,6 +11,7 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
+from asgiref.sync import async_to_sync
 from django.db import close_old_connections
 from django.utils import timezone
 
@@ -43,10 +43,11 @@ def describe(exc: BaseException) -> str:
 
 
 def call(func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-    """Call ``func``; an ``async def`` runs to completion on an event loop of its own (one per
-    job: nothing carries over from one job's loop to the next)."""
+    """Call ``func``; an ``async def`` runs to completion through asgiref's ``async_to_sync``, as
+    Django's own ``Task.call`` does: on an event loop of its own, with ``sync_to_async`` calls
+    (the ORM) run back on this thread, with the connections the worker checks between jobs."""
     if inspect.iscoroutinefunction(func):
-        return asyncio.run(func(*args, **kwargs))
+        return async_to_sync(func)(*args, **kwargs)
     return func(*args, **kwargs)
 
 
@@ -64,7 +65,7 @@ def failure(
     job_id, task_name, attempts = message.id, message.task, message.attempts
     if retryable and attempts <= message.max_retries:
         try:
-            backoff = registry.get_task(task_name).retry_backoff
+            backoff = registry.get_task(task_name).backoff(message)
         except UnknownTask:
             backoff = 1.0
         run_at = now + timedelta(seconds=retry_delay(backoff, attempts))
@@ -81,13 +82,15 @@ def failure(
 
 
 def execute(message: Message) -> Outcome:
-    """Run ``message``'s task; every exception it raises becomes part of the outcome."""
+    """Run ``message``'s task; whatever it raises becomes part of the outcome, BaseException
+    included (``sys.exit()``, KeyboardInterrupt, GeneratorExit from a library): a job never
+    takes its worker process down by raising."""
     started_at = timezone.now()
     if message.rejected:
         return failure(message, started_at, message.rejected, retryable=False)
     try:
         task = registry.get_task(message.task)
-        args, kwargs = decode_arguments(message.arguments)
+        args, kwargs = task.decode(message)
     except (UnknownTask, DecodeError) as exc:
         # Bad input stays bad: retrying would change nothing.
         return failure(message, started_at, describe(exc), retryable=False)
@@ -99,7 +102,7 @@ def execute(message: Message) -> Outcome:
         except SerializationError as exc:
             # It ran and returned what cannot be stored: a retry would only run it again.
             return failure(message, started_at, describe(exc), retryable=False)
-    except Exception as exc:
+    except BaseException as exc:
         return failure(message, started_at, describe(exc), traceback.format_exc())
     finally:
         close_old_connections()

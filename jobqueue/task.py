@@ -122,6 +122,18 @@ class Task(Generic[P, R]):
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
         return self.func(*args, **kwargs)
 
+    def decode(self, message: Message) -> tuple[list[Any], dict[str, Any]]:
+        """How a worker reads ``message``'s arguments (``DecodeError`` fails the job, unretried);
+        a subclass may read them its own way."""
+        from jobqueue.execution import decode_arguments
+
+        return decode_arguments(message.arguments)
+
+    def backoff(self, message: Message) -> float:
+        """Seconds before ``message``'s first retry, doubled per retry; a subclass may vary it
+        per job."""
+        return self.retry_backoff
+
     def run(self, message: Message, args: list[Any], kwargs: dict[str, Any]) -> Any:
         """How a worker runs ``message``: the function with its decoded arguments (an
         ``async def`` on an event loop of its own)."""

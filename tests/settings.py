@@ -60,6 +60,12 @@ if importlib.util.find_spec("django.tasks") or importlib.util.find_spec("django_
             "QUEUES": ["default"],
             "OPTIONS": {"MAX_RETRIES": 2, "RETRY_BACKOFF": 0},
         },
+        "immediate": {  # not jobqueue's: for tests of tasks declared on another backend
+            "BACKEND": (
+                "django.tasks" if importlib.util.find_spec("django.tasks") else "django_tasks"
+            )
+            + ".backends.immediate.ImmediateBackend"
+        },
     }
 
 STATIC_URL = "static/"

@@ -23,7 +23,9 @@ framework = pytest.importorskip("jobqueue.framework", exc_type=ImproperlyConfigu
 from jobqueue import JobResult  # noqa: E402
 from jobqueue.backend import JobQueueBackend  # noqa: E402
 from jobqueue.conf import get_settings  # noqa: E402
+from jobqueue.message import Message  # noqa: E402
 from jobqueue.models import Job  # noqa: E402
+from jobqueue.serialization import json_text  # noqa: E402
 from tests.conftest import WorkerProcess, wait_until  # noqa: E402
 from tests.tasksapp import tasks  # noqa: E402
 from tests.testapp.tasks import add  # noqa: E402
@@ -182,6 +184,28 @@ def test_a_failure_is_recorded_with_its_exception_class_and_traceback(workers):
     assert "failing_task_value_error" in error.traceback
 
 
+@pytest.mark.parametrize(
+    ("declared", "raised"),
+    [
+        (tasks.cancels_itself, "asyncio.exceptions.CancelledError"),  # async def
+        (tasks.exits, "builtins.SystemExit"),
+        (tasks.interrupted, "builtins.KeyboardInterrupt"),  # workers ignore SIGINT: the task's own
+    ],
+)
+def test_a_base_exception_from_the_task_fails_it_once(workers, tmp_path, declared, raised):
+    runs = tmp_path / "runs"
+    result = declared.enqueue(str(runs))
+    worker = workers.start("--burst")
+    assert worker.wait(30) == 0, worker.output
+    result.refresh()
+
+    assert lines(runs) == ["run"]  # the worker process survived it: no second attempt
+    assert result.status == FAILED
+    assert result.attempts == 1
+    assert [error.exception_class_path for error in result.errors] == [raised]
+    assert "Traceback (most recent call last)" in result.errors[0].traceback
+
+
 def test_a_return_value_json_cannot_carry_fails_the_task(workers):
     result = tasks.bad_return_value.enqueue()
     workers.drain()
@@ -214,12 +238,60 @@ def test_async_tasks_run_on_an_event_loop_in_the_worker(workers):
     assert noop.return_value is None
 
 
+def test_an_async_tasks_orm_calls_use_the_workers_own_thread_and_connection(workers):
+    """As under Django's ``Task.call``: ``sync_to_async`` runs on the thread that runs the job,
+    whose connection the worker manages (health checks, closing), not on a thread of its own
+    holding a second connection."""
+    results = [
+        tasks.uses_the_orm.enqueue(),
+        tasks.uses_the_orm.enqueue(),
+        tasks.uses_the_orm_sync.enqueue(),
+    ]
+    workers.drain("--concurrency", "1")
+    seen = []
+    for result in results:
+        result.refresh()
+        assert result.status == SUCCESSFUL, result.errors
+        seen.append(result.return_value)
+    assert [value["main_thread"] for value in seen] == [True, True, True]
+    assert len({value["connection"] for value in seen}) == 1  # one connection in the process
+
+
 def test_jobqueues_own_task_takes_async_def_too(workers):
     job = tasks.jobqueue_async_echo.delay([1, "two"])
     workers.drain()
     value = job.get(timeout=10)
     assert value["value"] == [1, "two"]
     assert "EventLoop" in value["loop"]
+
+
+@pytest.mark.parametrize(
+    "tagged",
+    [
+        {"$jq": "model", "v": ["testapp.note", 999_999]},  # no such row: a lookup would say so
+        {"$jq": "datetime", "v": "2026-01-01T00:00:00"},
+    ],
+)
+def test_a_forged_job_of_a_framework_task_with_tagged_arguments_fails_unread(
+    workers, broker, tmp_path, tagged
+):
+    runs = tmp_path / "runs"
+    forged = Message(
+        task=tasks.record.module_path,
+        arguments=json_text({"args": [str(runs), tagged], "kwargs": {}}),
+        queue="default",
+    )
+    broker.enqueue([forged])
+    workers.drain()
+
+    assert lines(runs) == []
+    row = JobResult(forged.id).job
+    assert (row.status, row.attempts) == ("failed", 1)
+    assert row.error.startswith("jobqueue.serialization.DecodeError: a tagged value")
+    assert "plain JSON only" in row.error
+    assert "no longer exists" not in row.error
+    with pytest.raises(framework.TaskResultDoesNotExist, match="unreadable arguments"):
+        tasks.record.get_result(forged.id)
 
 
 # -- context and retries --------------------------------------------------------------------------
@@ -235,6 +307,17 @@ def test_a_task_that_takes_context_gets_its_result_and_attempt(workers, tmp_path
     assert seen["worker_ids"] == result.worker_ids
     assert seen["queue"] == "default"
     assert lines(tmp_path / "runs") == ["attempt 1"]
+
+
+def test_a_task_sent_through_another_backend_runs_with_that_backends_options(workers, tmp_path):
+    runs = tmp_path / "runs"
+    result = tasks.fails_every_time.using(backend="retrying").enqueue(str(runs))
+    workers.drain()  # "retrying": MAX_RETRIES 2, RETRY_BACKOFF 0, so every retry is due at once
+
+    assert lines(runs) == [f"attempt {n} retrying retrying" for n in (1, 2, 3)]
+    again = tasks.fails_every_time.get_result(result.id)
+    assert (again.backend, again.task.backend) == ("retrying", "retrying")
+    assert (again.status, again.attempts) == (FAILED, 3)
 
 
 def test_retries_of_a_task_are_counted_attempts(workers, tmp_path):
@@ -326,6 +409,21 @@ def test_run_after_defers_the_task(workers, tmp_path):
     assert result.status == SUCCESSFUL
     assert result.started_at >= run_after
     assert lines(tmp_path / "runs")[0].split()[0] == "late"
+
+
+def test_run_after_is_reported_as_the_user_set_it_and_only_then(workers, tmp_path):
+    retried = tasks.always_fails.enqueue(str(tmp_path / "fails"))  # a retry is scheduled for later
+    past = timezone.now() - timedelta(hours=1)
+    early = tasks.get_context.using(run_after=past).enqueue(str(tmp_path / "runs"))
+    workers.drain()
+
+    again = tasks.always_fails.get_result(retried.id)
+    assert again.attempts == 2
+    assert again.task.run_after is None
+    seen = tasks.get_context.get_result(early.id)
+    assert seen.status == SUCCESSFUL
+    assert seen.task.run_after == past
+    assert seen.return_value["run_after"] == past.isoformat()  # as the task saw it, too
 
 
 def test_higher_priority_runs_first(workers, tmp_path):

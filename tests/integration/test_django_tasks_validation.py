@@ -62,6 +62,13 @@ def test_every_allowed_priority_is_accepted():
     assert tasks.noop_task.using(priority=100).priority == 100
 
 
+def test_a_whole_number_float_priority_is_accepted_as_the_framework_does():
+    task = tasks.noop_task.using(priority=5.0)
+    assert task.priority == 5.0
+    result = task.enqueue()
+    assert Job.objects.get(id=result.id).priority == 5
+
+
 def test_a_queue_jobqueue_does_not_know_is_refused():
     with pytest.raises(InvalidTask, match="Queue 'nope' is not in JOBQUEUE\\['QUEUES'\\]"):
         tasks.noop_task.using(queue_name="nope")
@@ -96,6 +103,27 @@ def test_a_task_in_a_module_workers_do_not_import_is_refused_at_enqueue():
     with pytest.raises(InvalidTask, match="which workers do not import"):
         defined_where_workers_do_not_look.enqueue()
     assert no_job_written()
+
+
+def test_a_task_built_at_run_time_is_refused_at_enqueue(tmp_path):
+    built = framework.task()(tasks.plain_function)  # its module declares no such task
+    with pytest.raises(InvalidTask, match="not a task its module declares"):
+        built.enqueue(str(tmp_path / "runs"))
+    assert no_job_written()
+
+
+def test_a_task_declared_on_another_backend_is_refused_at_enqueue(tmp_path):
+    moved = tasks.on_another_backend.using(backend="default")
+    with pytest.raises(InvalidTask, match="declared on the backend 'immediate'"):
+        moved.enqueue(str(tmp_path / "runs"))
+    assert no_job_written()
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_declared_task_may_be_sent_through_another_jobqueue_backend():
+    result = tasks.noop_task.using(backend="retrying", priority=3).enqueue()
+    assert (result.backend, result.task.priority) == ("retrying", 3)
+    assert Job.objects.get(id=result.id).task == "tests.tasksapp.tasks.noop_task"
 
 
 @pytest.mark.parametrize(

@@ -5,8 +5,12 @@ trace of every signal in a file the task names."""
 import asyncio
 import os
 import signal
+import threading
 import time
 from pathlib import Path
+
+from asgiref.sync import sync_to_async
+from django.db import connection
 
 import jobqueue
 from jobqueue.framework import task, task_enqueued, task_finished, task_started
@@ -82,6 +86,9 @@ def get_context(context, path):
         "status": str(context.task_result.status),
         "worker_ids": context.task_result.worker_ids,
         "queue": context.task_result.task.queue_name,
+        "run_after": run_after.isoformat()
+        if (run_after := context.task_result.task.run_after)
+        else None,
     }
 
 
@@ -144,3 +151,59 @@ on_finished = _trace("finished")
 task_enqueued.connect(on_enqueued)
 task_started.connect(on_started)
 task_finished.connect(on_finished)
+
+
+@task()
+async def cancels_itself(path):
+    log(path, "run")
+    raise asyncio.CancelledError()
+
+
+@task()
+def exits(path):
+    log(path, "run")
+    raise SystemExit(3)
+
+
+@task()
+def interrupted(path):
+    log(path, "run")
+    raise KeyboardInterrupt
+
+
+def plain_function(path):
+    """No task: a plain function of a module workers import."""
+    log(path, "run")
+
+
+@task(backend="immediate")
+def on_another_backend(path):
+    log(path, "run")
+
+
+@task(takes_context=True)
+def fails_every_time(context, path):
+    """Declared on "default" (no retries); each attempt logs the backend it runs for."""
+    result = context.task_result
+    log(path, f"attempt {context.attempt} {result.backend} {result.task.backend}")
+    raise RuntimeError("fails every time")
+
+
+def _use_the_database():
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT 1")
+    return {
+        "main_thread": threading.current_thread() is threading.main_thread(),
+        "connection": id(connection.connection),  # the DB-API connection it used
+    }
+
+
+@task()
+async def uses_the_orm():
+    """An ORM call from an async task, as Django's docs write it."""
+    return await sync_to_async(_use_the_database)()
+
+
+@task()
+def uses_the_orm_sync():
+    return _use_the_database()
