@@ -25,6 +25,8 @@ logger = logging.getLogger(__name__)
 Check = Callable[[str, int], list[str]]
 
 MAX_HEAD = 64 * 1024
+ACCEPT_BACKOFF = 0.05  # seconds, doubled after each failed accept in a row
+ACCEPT_BACKOFF_MAX = 2.0
 HOP_BY_HOP = {b"connection", b"keep-alive", b"proxy-connection", b"proxy-authorization",
               b"proxy-authenticate", b"te", b"trailer", b"upgrade"}
 
@@ -61,6 +63,7 @@ class FilteringProxy:
         self._check: Check = refuse_everything
         self._problems: list[Problem] = []
         self._lock = threading.Lock()
+        self._closed = threading.Event()
         self._listener = socket.create_server(("127.0.0.1", 0))
         self.port: int = self._listener.getsockname()[1]
         self._thread = threading.Thread(target=self._serve, name="shootr-proxy", daemon=True)
@@ -83,7 +86,12 @@ class FilteringProxy:
             with self._lock:
                 self._check, self._problems = refuse_everything, []
 
+    def alive(self) -> bool:
+        """Still accepting connections: not closed, and its accept loop still running."""
+        return not self._closed.is_set() and self._thread.is_alive()
+
     def close(self) -> None:
+        self._closed.set()
         with contextlib.suppress(OSError):
             self._listener.shutdown(socket.SHUT_RDWR)
         self._listener.close()
@@ -91,12 +99,28 @@ class FilteringProxy:
 
     # -- the connections ---------------------------------------------------------------------
     def _serve(self) -> None:
-        while True:
+        """Accept until ``close()``: a failed accept (out of file descriptors) or a thread that
+        cannot start costs that one connection, never the proxy."""
+        backoff = ACCEPT_BACKOFF
+        while not self._closed.is_set():
             try:
                 client, _ = self._listener.accept()
-            except OSError:
-                return  # closed
-            threading.Thread(target=self._handle, args=(client,), daemon=True).start()
+            except OSError as exc:
+                if self._closed.is_set():
+                    return
+                logger.warning("proxy accept failed error=%s retry_in=%ss", exc, backoff)
+                self._closed.wait(backoff)
+                backoff = min(backoff * 2, ACCEPT_BACKOFF_MAX)
+                continue
+            try:
+                threading.Thread(target=self._handle, args=(client,), daemon=True).start()
+            except RuntimeError as exc:  # "can't start new thread"
+                client.close()
+                logger.warning("proxy thread failed error=%s retry_in=%ss", exc, backoff)
+                self._closed.wait(backoff)
+                backoff = min(backoff * 2, ACCEPT_BACKOFF_MAX)
+                continue
+            backoff = ACCEPT_BACKOFF
 
     def _handle(self, client: socket.socket) -> None:
         with client:

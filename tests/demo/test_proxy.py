@@ -98,3 +98,56 @@ def test_an_unreachable_host_is_reported_with_chromiums_name_for_it(proxy, close
     with proxy.checking(allow_all) as problems, pytest.raises(DISCONNECTED):
         fetch(proxy, f"http://127.0.0.1:{closed_port}/")
     assert [(p.code, p.refused) for p in problems] == [("ERR_CONNECTION_REFUSED", False)]
+
+
+# Runs in a process of its own: it lowers that process's limit on open files.
+OUT_OF_FILES = """
+import logging, os, resource, socket, threading
+from demo_project.shootr.proxy import FilteringProxy
+failed = threading.Event()
+class Seen(logging.Handler):
+    def emit(self, record):
+        if "accept failed" in record.getMessage():
+            failed.set()
+            print(record.getMessage())
+logging.getLogger("demo_project.shootr.proxy").addHandler(Seen())
+proxy = FilteringProxy(connect_timeout=2, idle_timeout=5)
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+resource.setrlimit(resource.RLIMIT_NOFILE, (len(os.listdir("/proc/self/fd")) + 4, hard))
+clients = []
+try:
+    for _ in range(20):  # until the proxy's accept fails with EMFILE (or this connect does)
+        clients.append(socket.create_connection(("127.0.0.1", proxy.port), timeout=1))
+    failed.wait(10)
+except OSError:
+    failed.wait(10)
+finally:
+    for client in clients:
+        client.close()
+    resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+with socket.create_connection(("127.0.0.1", proxy.port), timeout=10) as sock:
+    sock.settimeout(10)
+    sock.sendall(b"CONNECT 127.0.0.1:9 HTTP/1.1\\r\\n\\r\\n")  # refused between captures: 403
+    print(sock.recv(100).split(b"\\r\\n")[0].decode(), proxy.alive(), failed.is_set())
+"""
+
+
+def test_the_proxy_keeps_accepting_after_running_out_of_file_descriptors(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent.parent
+    done = subprocess.run([sys.executable, "-c", OUT_OF_FILES], cwd=root, capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    failure, answer = done.stdout.splitlines()
+    assert "proxy accept failed error=[Errno 24]" in failure  # it really ran out
+    assert answer.split() == ["HTTP/1.1", "403", "Forbidden", "True", "True"]
+
+
+def test_alive_until_closed():
+    proxy = FilteringProxy()
+    assert proxy.alive()
+    proxy.close()
+    assert not proxy.alive()
