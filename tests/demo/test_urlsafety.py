@@ -116,7 +116,8 @@ def test_every_address_of_a_name_is_checked_at_the_proxy():
                           resolve=resolver("93.184.215.14")) == ["93.184.215.14"]
 
 
-@pytest.mark.parametrize("address", ["0.1.2.3", "::", "fc00::1", "::ffff:192.168.1.1"])
+@pytest.mark.parametrize("address", ["0.1.2.3", "::", "fc00::1", "::ffff:192.168.1.1",
+                                     "64:ff9b::a00:1", "2002:a00:1::1"])
 def test_unspecified_and_ipv6_private_ranges_are_refused(address):
     with pytest.raises(URLRefused):
         check_endpoint("x.example", 80, allow_private=False, resolve=resolver(address))
