@@ -33,7 +33,7 @@ def test_refuses_what_is_not_a_web_url(url):
     ("http://192.168.0.1/", "private"),
     ("http://169.254.169.254/latest/meta-data/", "cloud metadata"),
     ("http://[::ffff:127.0.0.1]/", "loopback"),
-    ("http://0.0.0.0/", "unspecified"),
+    ("http://0.0.0.0/", "is an unspecified address"),
 ])
 def test_form_refuses_private_address_literals(url, kind):
     with pytest.raises(URLRefused, match=kind):
