@@ -12,6 +12,7 @@ from __future__ import annotations
 import atexit
 import base64
 import contextlib
+import logging
 import os
 import shutil
 import subprocess
@@ -21,12 +22,16 @@ from dataclasses import dataclass
 from multiprocessing import util as mp_util
 from urllib.parse import urlsplit
 
+import urllib3
 from selenium import webdriver
 from selenium.common.exceptions import TimeoutException, WebDriverException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.remote.webdriver import WebDriver as RemoteWebDriver
 
+from demo_project.shootr.devtools import BrowserDevTools, DevToolsError
 from demo_project.shootr.proxy import Check, FilteringProxy, Problem, resolve_only
+
+logger = logging.getLogger(__name__)
 
 CHROMIUM = os.environ.get("SHOOTR_CHROMIUM", "/usr/bin/chromium")
 CHROMEDRIVER = os.environ.get("SHOOTR_CHROMEDRIVER", "/usr/bin/chromedriver")
@@ -63,6 +68,7 @@ return Math.max(d ? d.scrollHeight : 0, b ? b.scrollHeight : 0);
 """
 # Kills the browser's process group when the worker process dies, even by SIGKILL (a job
 # timeout): it waits for the end of a pipe that only the worker process holds open.
+COMMAND_MARGIN = 10.0  # seconds a command may take beyond the page-load limit
 REAPER = 'cat >/dev/null; kill -KILL -"$1" 2>/dev/null'
 
 
@@ -98,6 +104,11 @@ class RequestRefused(PageLoadError):
     """The page, or a redirect on the way to it, is somewhere the check does not let us go."""
 
 
+class BrowserBroken(Exception):
+    """Our fault, not the page's: the browser cannot reach its own proxy. Replace the browser
+    and try again."""
+
+
 class Browser:
     """One headless Chromium with a throwaway profile, driven through chromedriver."""
 
@@ -128,11 +139,23 @@ class Browser:
         )
         self.driver.set_page_load_timeout(self.limits.page_load_timeout)
         self.driver.set_script_timeout(5)
-        self.driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", {
-            "width": self.limits.width, "height": self.limits.height,
-            "deviceScaleFactor": 1, "mobile": False,
-        })
-        self.driver.execute_cdp_cmd("Browser.setDownloadBehavior", {"behavior": "deny"})
+        # A page that keeps its renderer busy (``while(true){}``) holds every command until
+        # this runs out: the page-load limit and a little, not Selenium's two minutes.
+        self.command_timeout = self.limits.page_load_timeout + COMMAND_MARGIN
+        executor = self.driver.command_executor
+        assert not isinstance(executor, str)  # chromedriver's connection, never a bare URL
+        executor.client_config.timeout = self.command_timeout
+        self.home = self.driver.current_window_handle
+        self.spent = False  # a command ran out of time, or a capture was not cleared away
+        self.devtools: BrowserDevTools | None = None
+        try:
+            self.devtools = BrowserDevTools(
+                self.driver.capabilities["goog:chromeOptions"]["debuggerAddress"],
+                timeout=self.command_timeout,
+            )
+        except BaseException:
+            self.close()
+            raise
 
     def _options(self) -> webdriver.ChromeOptions:
         options = webdriver.ChromeOptions()
@@ -150,7 +173,8 @@ class Browser:
         return options
 
     def alive(self) -> bool:
-        if self.service.process.poll() is not None:
+        """Chromium, chromedriver and the proxy all still work."""
+        if self.spent or not self.proxy.alive() or self.service.process.poll() is not None:
             return False
         try:
             self.driver.window_handles  # noqa: B018 - a round trip to the browser
@@ -164,11 +188,54 @@ class Browser:
         ``check(host, port)`` decides every connection the page makes (see ``proxy.Check``);
         None opens everything, which only local measurements should ask for.
         """
+        context = self._open_context()
         try:
             with self.proxy.checking(check or resolve_only) as problems:
                 return self._capture(url, problems)
+        except (urllib3.exceptions.ReadTimeoutError, urllib3.exceptions.MaxRetryError) as exc:
+            if not isinstance(getattr(exc, "reason", exc), urllib3.exceptions.ReadTimeoutError):
+                raise
+            self.spent = True
+            raise PageLoadError(
+                f"the page did not respond within {self.command_timeout:g} s"
+            ) from None
         finally:
-            self.forget(url)
+            if not self.spent:
+                self.forget(context)
+
+    def _open_context(self) -> str:
+        """A browser context of the capture's own (like a private window: its own cookies,
+        cache and site storage, for every site the page reaches) and a tab in it."""
+        driver, devtools = self.driver, self._devtools()
+        try:
+            context = devtools.call("Target.createBrowserContext")["browserContextId"]
+        except DevToolsError as exc:
+            self.spent = True
+            raise BrowserBroken(str(exc)) from exc
+        try:
+            devtools.call("Browser.setDownloadBehavior", behavior="deny",
+                          browserContextId=context)
+            tab = devtools.call("Target.createTarget", url="about:blank",
+                                browserContextId=context, width=self.limits.width,
+                                height=self.limits.height)["targetId"]
+            driver.switch_to.window(tab)
+            driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", {
+                "width": self.limits.width, "height": self.limits.height,
+                "deviceScaleFactor": 1, "mobile": False,
+            })
+        except DevToolsError as exc:
+            self.forget(context)
+            self.spent = True
+            raise BrowserBroken(str(exc)) from exc
+        except BaseException:
+            self.forget(context)
+            raise
+        return context
+
+    def _devtools(self) -> BrowserDevTools:
+        if self.devtools is None:
+            raise BrowserBroken("the browser has no DevTools connection")
+        return self.devtools
 
     def _capture(self, url: str, problems: list[Problem]) -> Capture:
         driver = self.driver
@@ -203,21 +270,16 @@ class Browser:
             blocked=tuple(f"{p.target}: {p.reason}" for p in problems if p.refused),
         )
 
-    def forget(self, url: str) -> None:
-        """Leave nothing for the next job: one blank tab, no cookies, cache or site storage."""
-        driver = self.driver
-        handles = driver.window_handles
-        for handle in handles[1:]:
-            driver.switch_to.window(handle)
-            driver.close()
-        driver.switch_to.window(handles[0])
-        driver.get("about:blank")
-        driver.execute_cdp_cmd("Network.clearBrowserCookies", {})
-        driver.execute_cdp_cmd("Network.clearBrowserCache", {})
-        parts = urlsplit(url)
-        driver.execute_cdp_cmd("Storage.clearDataForOrigin", {
-            "origin": f"{parts.scheme}://{parts.netloc}", "storageTypes": "all",
-        })
+    def forget(self, context: str) -> None:
+        """Leave nothing for the next job: the capture's browser context goes, with its tabs
+        (popups included), cookies, cache and site storage; the blank home tab stays."""
+        try:
+            self.driver.switch_to.window(self.home)
+            self._devtools().call("Target.disposeBrowserContext", browserContextId=context)
+        except (WebDriverException, DevToolsError, BrowserBroken) as exc:
+            # Left behind for the next job, were this browser kept: it is not.
+            logger.warning("browser context not disposed of context=%s error=%s", context, exc)
+            self.spent = True
 
     def close(self) -> None:
         """End the session, then kill what is left of the process group, then reap."""
@@ -225,8 +287,9 @@ class Browser:
             # The base class's quit ends the session and leaves chromedriver running: it must
             # stay unreaped until the reaper has killed its group, so that the group id cannot
             # have been reused by an unrelated process. The browser may be dead already.
-            with contextlib.suppress(Exception):
-                RemoteWebDriver.quit(self.driver)
+            if not self.spent:  # a hung browser would hold this up too: the reaper ends it
+                with contextlib.suppress(Exception):
+                    RemoteWebDriver.quit(self.driver)
             if self.reaper.stdin is not None:
                 self.reaper.stdin.close()
             self.reaper.wait()
@@ -234,6 +297,8 @@ class Browser:
                 self.service.process.wait(timeout=10)
             self.service.stop()
         finally:
+            if self.devtools is not None:
+                self.devtools.close()
             self.proxy.close()
             shutil.rmtree(self.profile, ignore_errors=True)
 
@@ -241,7 +306,10 @@ class Browser:
 def _load_error(code: str, failed_url: str, problems: list[Problem]) -> PageLoadError:
     """Why the page did not load. Chromium calls the proxy's refusals ``ERR_EMPTY_RESPONSE`` or
     ``ERR_TUNNEL_CONNECTION_FAILED``; the proxy knows what happened to the URL that failed (the
-    error page's URL: the last hop of the redirects)."""
+    error page's URL: the last hop of the redirects). ``ERR_PROXY_CONNECTION_*`` means the
+    browser could not reach its own proxy: BrowserBroken, ours and not the page's."""
+    if code.startswith("ERR_PROXY_CONNECTION"):
+        raise BrowserBroken(f"the browser could not reach its proxy: net::{code}")
     parts = urlsplit(failed_url)
     port = parts.port or (443 if parts.scheme in ("https", "wss") else 80)
     mine = [p for p in problems if p.host == parts.hostname and p.port == port]
@@ -272,12 +340,19 @@ class KeptBrowser:
         self._lock = threading.Lock()
 
     def capture(self, url: str, check: Check | None = None) -> Capture:
-        """Take a screenshot; a browser that crashes under the page is replaced, once."""
+        """Take a screenshot; a browser that crashes under the page, or loses its proxy, is
+        replaced and the page tried once more. One the page hung is thrown away, and the page
+        fails."""
         with self._lock:
             try:
                 return self._get().capture(url, check)
             except PageLoadError:
+                if self._browser is not None and self._browser.spent:
+                    self._discard()
                 raise
+            except BrowserBroken:
+                self._discard()
+                return self._get().capture(url, check)
             except WebDriverException:
                 if self._browser is not None and self._browser.alive():
                     raise

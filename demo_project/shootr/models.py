@@ -107,8 +107,8 @@ class Screenshot(models.Model):
 
     def mark_ended_by_job(self, error: str, ended_at: datetime | None) -> None:
         """Record a job that ended without the task recording it (killed by its timeout,
-        canceled, lost with its worker). Only if the row still waits on that same job: a later
-        attempt, or "take again", is never overwritten."""
+        canceled, lost with its worker). Only if the row still waits on that same job and has
+        not recorded an end of its own: an end the task wrote is never overwritten."""
         changes = {"status": self.Status.FAILED, "error": error,
                    "finished_at": ended_at or timezone.now()}
         updated = Screenshot.objects.filter(

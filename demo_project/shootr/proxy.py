@@ -25,6 +25,8 @@ logger = logging.getLogger(__name__)
 Check = Callable[[str, int], list[str]]
 
 MAX_HEAD = 64 * 1024
+ACCEPT_BACKOFF = 0.05  # seconds, doubled after each failed accept in a row
+ACCEPT_BACKOFF_MAX = 2.0
 HOP_BY_HOP = {b"connection", b"keep-alive", b"proxy-connection", b"proxy-authorization",
               b"proxy-authenticate", b"te", b"trailer", b"upgrade"}
 
@@ -61,6 +63,7 @@ class FilteringProxy:
         self._check: Check = refuse_everything
         self._problems: list[Problem] = []
         self._lock = threading.Lock()
+        self._closed = threading.Event()
         self._listener = socket.create_server(("127.0.0.1", 0))
         self.port: int = self._listener.getsockname()[1]
         self._thread = threading.Thread(target=self._serve, name="shootr-proxy", daemon=True)
@@ -83,7 +86,12 @@ class FilteringProxy:
             with self._lock:
                 self._check, self._problems = refuse_everything, []
 
+    def alive(self) -> bool:
+        """Still accepting connections: not closed, and its accept loop still running."""
+        return not self._closed.is_set() and self._thread.is_alive()
+
     def close(self) -> None:
+        self._closed.set()
         with contextlib.suppress(OSError):
             self._listener.shutdown(socket.SHUT_RDWR)
         self._listener.close()
@@ -91,12 +99,28 @@ class FilteringProxy:
 
     # -- the connections ---------------------------------------------------------------------
     def _serve(self) -> None:
-        while True:
+        """Accept until ``close()``: a failed accept (out of file descriptors) or a thread that
+        cannot start costs that one connection, never the proxy."""
+        backoff = ACCEPT_BACKOFF
+        while not self._closed.is_set():
             try:
                 client, _ = self._listener.accept()
-            except OSError:
-                return  # closed
-            threading.Thread(target=self._handle, args=(client,), daemon=True).start()
+            except OSError as exc:
+                if self._closed.is_set():
+                    return
+                logger.warning("proxy accept failed error=%s retry_in=%ss", exc, backoff)
+                self._closed.wait(backoff)
+                backoff = min(backoff * 2, ACCEPT_BACKOFF_MAX)
+                continue
+            try:
+                threading.Thread(target=self._handle, args=(client,), daemon=True).start()
+            except RuntimeError as exc:  # "can't start new thread"
+                client.close()
+                logger.warning("proxy thread failed error=%s retry_in=%ss", exc, backoff)
+                self._closed.wait(backoff)
+                backoff = min(backoff * 2, ACCEPT_BACKOFF_MAX)
+                continue
+            backoff = ACCEPT_BACKOFF
 
     def _handle(self, client: socket.socket) -> None:
         with client:
@@ -123,17 +147,25 @@ class FilteringProxy:
             if parts.scheme != "http" or not parts.hostname:
                 client.sendall(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
                 return
+            fields = _fields(headers)
+            if b"transfer-encoding" in fields:  # a body of unknown length: Chromium sends none
+                client.sendall(b"HTTP/1.1 411 Length Required\r\nContent-Length: 0\r\n\r\n")
+                return
             upstream = self._open(target, parts.hostname, parts.port or 80)
             if upstream is None:
                 return  # no answer at all: a network error for the browser, never a page to show
             path = parts.path or "/"
             if parts.query:
                 path += "?" + parts.query
-            # One request per connection: the next one may be for another host, checked anew.
             kept = [line for line in headers.split(b"\r\n")
                     if line and line.split(b":", 1)[0].strip().lower() not in HOP_BY_HOP]
-            rest = b"\r\n".join([f"{method} {path} {version}".encode("latin-1"), *kept,
-                                 b"Connection: close", b"", b""]) + rest
+            request = b"\r\n".join([f"{method} {path} {version}".encode("latin-1"), *kept,
+                                     b"Connection: close", b"", b""])
+            with upstream:
+                upstream.settimeout(self.idle_timeout)
+                _one_exchange(client, upstream, request, rest,
+                              int(fields.get(b"content-length", b"0") or 0), self.idle_timeout)
+            return
         with upstream:
             upstream.settimeout(self.idle_timeout)
             if rest:
@@ -177,6 +209,74 @@ def _read_head(sock: socket.socket) -> tuple[bytes, bytes]:
             raise ValueError("request head too long")
     head, _, rest = data.partition(b"\r\n\r\n")
     return head, rest
+
+
+def _fields(headers: bytes) -> dict[bytes, bytes]:
+    """Header names (lower case) and values; a repeated name keeps its last value."""
+    fields = {}
+    for line in headers.split(b"\r\n"):
+        name, sep, value = line.partition(b":")
+        if sep:
+            fields[name.strip().lower()] = value.strip()
+    return fields
+
+
+def _one_exchange(client: socket.socket, upstream: socket.socket, request: bytes, body: bytes,
+                  length: int, idle_timeout: float) -> None:
+    """Strictly one request per connection, so that every request is checked for its own host:
+    the request and its ``length`` bytes of body go up; then only the answer comes down, its
+    head saying ``Connection: close`` whatever the server said, and anything more the browser
+    sends (a second request on a kept-alive connection) ends the connection instead of reaching
+    a host checked for another request."""
+    upstream.sendall(request + body[:length])
+    length -= len(body[:length])
+    while length > 0:
+        data = client.recv(min(65536, length))
+        if not data:
+            return
+        upstream.sendall(data)
+        length -= len(data)
+    head, rest = _read_answer_head(upstream)
+    while head is not None:
+        status = head.split(b" ", 2)[1] if head.count(b" ") else b""
+        if status == b"101":  # no protocol switch on a connection made for one request
+            return
+        client.sendall(_close_head(head))
+        if not (status.startswith(b"1") and len(status) == 3):
+            break
+        head, rest = _read_answer_head(upstream, rest)  # an interim answer: the final one next
+    if head is None:
+        return
+    if rest:
+        client.sendall(rest)
+    while True:
+        readable, _, _ = select.select([client, upstream], [], [], idle_timeout)
+        if not readable or client in readable:  # done reading, or more than one request
+            return
+        data = upstream.recv(65536)
+        if not data:
+            return
+        client.sendall(data)
+
+
+def _read_answer_head(sock: socket.socket, data: bytes = b"") -> tuple[bytes | None, bytes]:
+    while b"\r\n\r\n" not in data:
+        if len(data) > MAX_HEAD:
+            raise ValueError("answer head too long")
+        chunk = sock.recv(8192)
+        if not chunk:
+            return None, b""
+        data += chunk
+    head, _, rest = data.partition(b"\r\n\r\n")
+    return head, rest
+
+
+def _close_head(head: bytes) -> bytes:
+    status, *lines = head.split(b"\r\n")
+    kept = [line for line in lines
+            if line.split(b":", 1)[0].strip().lower() not in HOP_BY_HOP]
+    return b"\r\n".join([status, *kept, b"Connection: close", b"Proxy-Connection: close",
+                          b"", b""])
 
 
 def _pipe(client: socket.socket, upstream: socket.socket, idle_timeout: float) -> None:

@@ -21,28 +21,27 @@ JOB_TIMEOUT = 90
 MAX_RETRIES = 1
 
 
-class ScreenshotFailed(Exception):
-    """The screenshot could not be taken; the message is the reason shown to the visitor."""
-
-
 @task(timeout=JOB_TIMEOUT, max_retries=MAX_RETRIES)
 def make_screenshot(shot: Screenshot) -> dict[str, str]:
-    """Take ``shot``'s screenshot and thumbnail; fail the job when it cannot be taken.
+    """Take ``shot``'s screenshot and thumbnail, or record why the page cannot be taken.
 
+    The page's own fault (refused, unreachable, too slow) is recorded on the row and the job
+    ends there, without a retry that would end the same way: its result is ``{"error": ...}``.
+    Our own failures (the browser, the database) raise, and jobqueue tries again.
     jobqueue delivers a job at least once, so this can run again for a shot that is finished:
     it then ends the same way again, without opening the page.
     """
     if shot.status == Screenshot.Status.DONE:
         return {"image": shot.image.name}
     if shot.status == Screenshot.Status.FAILED:
-        raise ScreenshotFailed(shot.error)
+        return {"error": shot.error}
     shot.mark_started()
     try:
         capture = take(shot.url)
     except (URLRefused, PageLoadError) as exc:
-        # The page's fault: another attempt would end the same way.
+        # The page's fault: another attempt would end the same way, so there is none.
         shot.mark_failed(str(exc))
-        raise ScreenshotFailed(str(exc)) from exc
+        return {"error": str(exc)}
     except Exception as exc:
         # Ours (the browser, the database): the job's retry may succeed.
         if shot.attempts <= MAX_RETRIES:

@@ -160,7 +160,8 @@ def _refuse_address(host: str, address: Address, port: int | None, access: Priva
     kind = address_kind(address)
     if kind is not None and not (port is not None and access.allows(address, port)):
         target = host if host == str(address) else f"{host} ({address})"
-        raise URLRefused(f"{target} is a {kind} address; Shootr only opens public hosts.")
+        article = "an" if kind[0] in "aeiou" else "a"
+        raise URLRefused(f"{target} is {article} {kind} address; Shootr only opens public hosts.")
 
 
 def _default_port(parts: SplitResult) -> int:

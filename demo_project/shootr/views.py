@@ -77,17 +77,21 @@ def bundle_state(bundle: Bundle) -> dict[str, Any]:
 
 
 def follow_job(shot: Screenshot) -> str:
-    """The status to show: the row's once the task has recorded an end, else the job's.
+    """The status to show: the job's until it is final, then the row's.
 
     The job is the truth about a run: a run killed by its timeout (or canceled, or lost with its
     worker) never reaches the task's own failure branch, so its row alone would say ``started``
-    for ever. Such an end is written to the row, once; a job waiting for its retry shows queued.
+    for ever. Such an end is written to the row, once. A job waiting for its retry shows queued,
+    and one still running shows started, whatever its row already says.
     """
-    if shot.finished or not shot.job_id:
+    if not shot.job_id:
         return shot.status
     job = JobResult(shot.job_id)
     try:
         status = job.status
+        if shot.finished and status in (Job.Status.SUCCEEDED, Job.Status.FAILED,
+                                        Job.Status.CANCELED):
+            return shot.status  # both final: the row has the task's own word
         if status in (Job.Status.FAILED, Job.Status.CANCELED):
             row = job.job
             shot.mark_ended_by_job(

@@ -25,6 +25,9 @@ TARGETS = [
     (socket.AF_INET6, "::1", 40001, "::1"),
     (socket.AF_INET6, "fd00::7", 80, "fd00::7"),
     (socket.AF_INET6, "::", 8082, "::ffff:127.0.0.1"),     # IPv4-mapped, from an IPv6 socket
+    (socket.AF_INET, "203.0.114.5", 8080, "203.0.114.5"),  # the host's own public address
+    (socket.AF_INET, "203.0.114.5", 40002, "203.0.114.5"),  # ...on an ephemeral port too
+    (socket.AF_INET6, "2001:db9::5", 8083, "2001:db9::5"),
 ]
 SETUP = [  # the private addresses live on loopback: the namespace has no other interface
     "ip link set lo up",
@@ -32,6 +35,8 @@ SETUP = [  # the private addresses live on loopback: the namespace has no other 
     "ip addr add 192.168.7.7/32 dev lo",
     "ip addr add 169.254.169.254/32 dev lo",
     "ip -6 addr add fd00::7/128 dev lo",
+    "ip addr add 203.0.114.5/32 dev lo",  # public addresses of the host's own
+    "ip -6 addr add 2001:db9::5/128 dev lo",
 ]
 
 

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 from django.conf import settings as django_settings
+from django.test import override_settings
 
 from demo_project.shootr.models import Bundle, Screenshot
 from demo_project.shootr.tasks import make_screenshot
@@ -78,3 +79,33 @@ def test_a_screenshot_killed_by_its_timeout_shows_failed(
     row = Screenshot.objects.get(pk=shot.pk)
     assert row.status == "failed"
     assert row.finished_at == job.ended_at
+
+
+def test_a_page_that_cannot_be_loaded_is_not_tried_again(
+    client: Any, jobworker: Any, closed_port: int, media_root: Path,
+    request: pytest.FixtureRequest,
+) -> None:
+    """The page's own fault ends the job at once: no retry, the page settled only then."""
+    worker_tmp = Path(tempfile.mkdtemp(prefix="shootr-w-"))
+    request.addfinalizer(lambda: shutil.rmtree(worker_tmp, ignore_errors=True))
+    jobworker("--concurrency", "1", env={
+        "DJANGO_SETTINGS_MODULE": os.environ.get("DJANGO_SETTINGS_MODULE",
+                                                 django_settings.SETTINGS_MODULE),
+        "SHOOTR_ALLOW_PRIVATE_HOSTS": "1",
+        "SHOOTR_MEDIA_ROOT": str(media_root),
+        "TMPDIR": str(worker_tmp),
+    })
+    with override_settings(SHOOTR_ALLOW_PRIVATE_HOSTS=True):
+        client.post("/", {"urls": f"http://127.0.0.1:{closed_port}/"})
+    bundle = Bundle.objects.get()
+    shot = bundle.screenshots.get()
+    wait_until(lambda: Job.objects.filter(id=shot.job_id, status__in=("succeeded", "failed"))
+               .exists(), timeout=60, message="the job to end")
+    job = Job.objects.get(id=shot.job_id)
+    assert (job.status, job.attempts) == ("succeeded", 1)
+    row = Screenshot.objects.get(pk=shot.pk)
+    assert (row.status, row.attempts) == ("failed", 1)
+    assert "net::ERR_CONNECTION_REFUSED" in row.error
+    state = client.get(f"{bundle.get_absolute_url()}status.json").json()
+    assert state["settled"] is True
+    assert [s["status"] for s in state["shots"]] == ["failed"]

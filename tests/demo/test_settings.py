@@ -73,3 +73,15 @@ def test_debug_setting_does_not_open_private_hosts_to_the_form(settings, monkeyp
     form = BundleForm({"urls": "http://127.0.0.1:8000/"})
     assert not form.is_valid()
     assert "loopback" in form.errors["urls"][0]
+
+
+@pytest.mark.parametrize("value", ["localhost:8000", "127.0.0.1:http", ["10.0.0.5", "nope"], 8000])
+def test_a_malformed_allow_private_hosts_is_refused_at_startup(settings, value) -> None:
+    from django.core.management import call_command
+    from django.core.management.base import SystemCheckError
+
+    settings.SHOOTR_ALLOW_PRIVATE_HOSTS = value
+    with pytest.raises(SystemCheckError, match=r"shootr\.E001.*SHOOTR_ALLOW_PRIVATE_HOSTS"):
+        call_command("check")
+    settings.SHOOTR_ALLOW_PRIVATE_HOSTS = "127.0.0.1:8000, [::1]:8000"
+    call_command("check")

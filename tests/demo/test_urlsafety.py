@@ -33,7 +33,7 @@ def test_refuses_what_is_not_a_web_url(url):
     ("http://192.168.0.1/", "private"),
     ("http://169.254.169.254/latest/meta-data/", "cloud metadata"),
     ("http://[::ffff:127.0.0.1]/", "loopback"),
-    ("http://0.0.0.0/", "unspecified"),
+    ("http://0.0.0.0/", "is an unspecified address"),
 ])
 def test_form_refuses_private_address_literals(url, kind):
     with pytest.raises(URLRefused, match=kind):
@@ -116,7 +116,8 @@ def test_every_address_of_a_name_is_checked_at_the_proxy():
                           resolve=resolver("93.184.215.14")) == ["93.184.215.14"]
 
 
-@pytest.mark.parametrize("address", ["0.1.2.3", "::", "fc00::1", "::ffff:192.168.1.1"])
+@pytest.mark.parametrize("address", ["0.1.2.3", "::", "fc00::1", "::ffff:192.168.1.1",
+                                     "64:ff9b::a00:1", "2002:a00:1::1"])
 def test_unspecified_and_ipv6_private_ranges_are_refused(address):
     with pytest.raises(URLRefused):
         check_endpoint("x.example", 80, allow_private=False, resolve=resolver(address))

@@ -64,3 +64,19 @@ def test_a_canceled_job_shows_its_screenshot_failed(client, allow_private):
     # Written to the row, for the admin too.
     shot.refresh_from_db()
     assert (shot.status, shot.finished_at is not None) == ("failed", True)
+
+
+def test_a_row_follows_its_job_until_the_job_is_final(client, allow_private):
+    """The task may record an end (done, or failed for the page's fault) before the job's end
+    is recorded, or while the job still has a retry to go: the page shows the job's state."""
+    client.post("/", {"urls": "https://example.com/"})
+    bundle = Bundle.objects.get()
+    shot = bundle.screenshots.get()
+    shot.mark_failed("net::ERR_CONNECTION_REFUSED")  # its job is still queued
+    status_url = f"{bundle.get_absolute_url()}status.json"
+    state = client.get(status_url).json()
+    assert (state["settled"], [s["status"] for s in state["shots"]]) == (False, ["queued"])
+    assert JobResult(shot.job_id).cancel()  # the job is final now: the row has the last word
+    state = client.get(status_url).json()
+    assert (state["settled"], [s["status"] for s in state["shots"]]) == (True, ["failed"])
+    assert state["shots"][0]["error"] == "net::ERR_CONNECTION_REFUSED"
