@@ -188,10 +188,11 @@ def test_two_workers_promote_each_due_job_once(use_redis, redis_server, jobworke
 
 
 def put_in_queue(broker, job_id: str, body: str, queue: str = "default") -> None:
-    """Write a message by hand where the Redis broker keeps them (see redis_scripts.py)."""
+    """Write a message by hand where the Redis broker keeps them (see its scripts.py)."""
     client = broker.client
     client.hset(broker.key("msg"), job_id, body)
-    client.rpush(broker.key("q", queue, "0"), job_id)
+    client.hset(broker.key("ver"), job_id, 1)
+    client.rpush(broker.key("q", queue, "0"), f"{job_id}:1")
     client.zadd(broker.key("levels", queue), {"0": 0})
 
 

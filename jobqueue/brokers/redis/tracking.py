@@ -177,7 +177,7 @@ class Tracker:
             logger.warning("job=%s state=rejected-body reason=%s", job_id, message.rejected)
             row.update(
                 status=JobStatus.FAILED,
-                error=f"rejected: {message.rejected}",
+                error=message.rejected,
                 body="",
                 ended_at=row.get("ended_at") or datetime.now(UTC),
             )
@@ -321,7 +321,7 @@ def upsert(connection: Any, rows: dict[str, Row], *, overwrite: bool) -> None:
     columns = ", ".join(q(c) for c in ("id", *names))
     conflict = f"ON CONFLICT ({q('id')}) " + (
         "DO UPDATE SET "
-        + ", ".join(f"{q(c)} = EXCLUDED.{q(c)}" for c in names)
+        + ", ".join(f"{q(c)} = EXCLUDED.{q(c)}" for c in names if c not in NOT_WRITTEN)
         + f" WHERE {table}.{q('version')} < EXCLUDED.{q('version')}"
         if overwrite
         else "DO NOTHING"
@@ -410,7 +410,8 @@ class Tracking:
     TICK_BUDGET = 0.2  # seconds a supervisor's tick spends tracking (more is left to the next)
     READ_BUDGET = 0.5  # seconds the admin or ``JobResult.job`` wait for tracking to catch up
     LOCK_MS = 10_000
-    READ = 1000  # stream entries per read, folded and written as one batch
+    READ = 200  # stream entries per read (one may hold up to 500 jobs' events)
+    BATCH = 2000  # jobs' events folded and written in one transaction
 
     def __init__(self, transport: Transport) -> None:
         self.transport = transport
@@ -445,15 +446,15 @@ class Tracking:
             return False
 
     def fold_until(self, token: str, deadline: float) -> bool:
+        """Batches of about ``BATCH`` jobs' events, each written, then committed (the position
+        moved past it and the stream trimmed to it), until the stream is empty or time is up."""
         transport = self.transport
         last = self.position()
+        events: list[Event] = []
         while True:
             entries = transport.client.xrange(
                 transport.key("events"), min=f"({last}", count=self.READ
             )
-            if not entries:
-                return True
-            events: list[Event] = []
             for entry_id, values in entries:
                 entry = {text(k): text(v) for k, v in values.items()}
                 try:
@@ -461,14 +462,24 @@ class Tracking:
                 except (KeyError, ValueError, TypeError) as exc:
                     logger.warning("state=untrackable entry=%r error=%s", entry, exc)
                 last = text(entry_id)
-            self.tracker.apply(self.with_bodies(events))
-            if not transport.run("TRACK_COMMIT", token, self.LOCK_MS, last):
-                logger.warning("state=tracking-lock-lost through=%s", last)
-                return False
+                if len(events) >= self.BATCH:
+                    if not self.commit(events, token, last):
+                        return False
+                    if time.monotonic() >= deadline:
+                        return False
             if len(entries) < self.READ:
-                return True
-            if time.monotonic() >= deadline:
-                return False
+                return self.commit(events, token, last)
+
+    def commit(self, events: list[Event], token: str, through: str) -> bool:
+        """Write ``events`` (then forget them), and move the position to ``through``; False if
+        the lock was lost meanwhile (another tracker goes on from the last commit)."""
+        if events:
+            self.tracker.apply(self.with_bodies(events))
+            events.clear()
+        if not self.transport.run("TRACK_COMMIT", token, self.LOCK_MS, through):
+            logger.warning("state=tracking-lock-lost through=%s", through)
+            return False
+        return True
 
     def with_bodies(self, events: list[Event]) -> list[Event]:
         """The events, with the body of each job sent that is still live, read in one call
