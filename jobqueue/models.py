@@ -55,9 +55,10 @@ class Job(models.Model):
     class Meta:
         ordering = ["-enqueued_at"]
         indexes = [
-            # The claim: the next queued job of a queue, by priority then age (ids grow with time).
+            # The claim: the next queued job of a queue, by priority then place in the queue (the
+            # time it entered, or re-entered after a retry or a lost run; ids break ties).
             models.Index(
-                fields=["queue", "-priority", "id"],
+                fields=["queue", "-priority", "run_at", "id"],
                 condition=Q(status="queued"),
                 name="jobqueue_job_claim",
             ),
@@ -146,6 +147,16 @@ class Worker(models.Model):
     current_job = models.UUIDField(null=True, blank=True)
     current_task = models.CharField(max_length=200, blank=True)
     jobs_done = models.PositiveIntegerField(default=0)
+    replacements = models.PositiveIntegerField(
+        default=0, help_text="Times this worker process was replaced by a new one."
+    )
+    replaced_at = models.DateTimeField(null=True, blank=True)
+    replaced_because = models.CharField(
+        max_length=200,
+        blank=True,
+        help_text="Why it was last replaced: timeout, cancel, lease lost, crash (exit code or "
+        "signal), recycled (max-jobs, max-memory).",
+    )
 
     class Meta:
         ordering = ["name"]
