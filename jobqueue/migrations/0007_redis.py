@@ -3,7 +3,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("jobqueue", "0006_job_version"),
+        ("jobqueue", "0007_core"),  # renumbered on merge
     ]
 
     operations = [

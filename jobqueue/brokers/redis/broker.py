@@ -26,7 +26,7 @@ from typing import Any
 import redis
 from django.db import connections, transaction
 
-from jobqueue.brokers.base import Broker, JobState, Outcome
+from jobqueue.brokers.base import Broker, JobState, Outcome, worker_lost_error
 from jobqueue.brokers.redis import codec, durability, outbox, records, results
 from jobqueue.brokers.redis.client import MAX_WAIT, Transport, text
 from jobqueue.brokers.redis.tracking import Tracking
@@ -193,7 +193,7 @@ class RedisBroker(Broker):
     def release(self, worker: str, leases: Sequence[Lease], *, lost: str = "") -> int:
         if not leases:
             return 0
-        args: list[Any] = [worker, lost, results.ttl()]
+        args: list[Any] = [worker, lost, *worker_lost_error(lost), results.ttl()]
         for lease in leases:
             args += [lease.job_id, lease.token]
         return int(self.run("RELEASE", *args))
@@ -210,7 +210,8 @@ class RedisBroker(Broker):
         return int(self.run("PROMOTE", 1000))
 
     def recover(self) -> int:
-        return int(self.run("RECOVER", 1000, LOST_LEASE, results.ttl()))
+        words = worker_lost_error(LOST_LEASE)
+        return int(self.run("RECOVER", 1000, LOST_LEASE, *words, results.ttl()))
 
     def canceled(self, job_ids: Sequence[str]) -> set[str]:
         if not job_ids:

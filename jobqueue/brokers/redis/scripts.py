@@ -103,7 +103,8 @@ end
 -- A run that may have happened ended without an outcome (its process died, or its lease
 -- lapsed): the attempt counts; past max_retries (and after two runs at least) the job fails.
 -- Returns true if it failed.
-local function lose(id, why, ttl, now)
+-- ``head`` .. attempts .. ``tail``: the failure's words (brokers.base.worker_lost_error).
+local function lose(id, why, head, tail, ttl, now)
   local worker, started = owner(id)
   drop_lease(id)
   local body = redis.call('HGET', P .. ':msg', id) or ''
@@ -111,15 +112,13 @@ local function lose(id, why, ttl, now)
   local ver = bump(id)
   if attempts > max_retries(body) and attempts >= 2 then
     local payload = cjson.encode({
-      status = 'failed',
-      error = 'WorkerLost: its worker process died (' .. why .. ') on attempt ' .. attempts
-        .. ' (max_retries=' .. max_retries(body) .. ')',
-      traceback = '', result = cjson.null, started_ms = tonumber(started), ended_ms = now})
+      status = 'failed', error = head .. attempts .. tail, traceback = '', result = cjson.null, started_ms = tonumber(started), ended_ms = now})
     finished(id, ver, 'failed', attempts, worker, payload, body, ttl)
     return true
   end
   to_queue(id, ver, body, false)
-  event('d', 'q|' .. id .. '|' .. attempts .. '|' .. ver)
+  event('d', 'q|' .. id .. '|' .. attempts .. '|' .. ver,
+        'e', 'WorkerLost: its worker process died (' .. why .. ')')
   return false
 end
 """
@@ -243,12 +242,12 @@ if notify then redis.call('PUBLISH', P .. ':done', '') end
 return done
 """
 
-# ARGV: P, worker, lost ('' : never started), result_ttl, then per lease: id, token
+# ARGV: P, worker, lost ('' : never started), head, tail, result_ttl, then per lease: id, token
 RELEASE = """
-local why, ttl = ARGV[3], tonumber(ARGV[4])
+local why, head, tail, ttl = ARGV[3], ARGV[4], ARGV[5], tonumber(ARGV[6])
 local now = now_ms()
 local released, notify = 0, false
-for i = 5, #ARGV, 2 do
+for i = 7, #ARGV, 2 do
   local id, token = ARGV[i], ARGV[i + 1]
   if held(id, token) then
     if why == '' then
@@ -257,7 +256,7 @@ for i = 5, #ARGV, 2 do
       local ver = bump(id)
       to_queue(id, ver, redis.call('HGET', P .. ':msg', id) or '', true)
       event('d', 'q|' .. id .. '|' .. attempts .. '|' .. ver)
-    elseif lose(id, why, ttl, now) then
+    elseif lose(id, why, head, tail, ttl, now) then
       notify = true
     end
     released = released + 1
@@ -297,13 +296,13 @@ end
 return #ids
 """
 
-# ARGV: P, limit, why, result_ttl. Expired leases: their runs are lost (see ``lose``).
+# ARGV: P, limit, why, head, tail, result_ttl. Expired leases: their runs are lost (``lose``).
 RECOVER = """
 local now = now_ms()
 local ids = redis.call('ZRANGEBYSCORE', P .. ':running', '-inf', now, 'LIMIT', 0, ARGV[2])
 local notify = false
 for _, id in ipairs(ids) do
-  if lose(id, ARGV[3], tonumber(ARGV[4]), now) then notify = true end
+  if lose(id, ARGV[3], ARGV[4], ARGV[5], tonumber(ARGV[6]), now) then notify = true end
 end
 if notify then redis.call('PUBLISH', P .. ':done', '') end
 return #ids

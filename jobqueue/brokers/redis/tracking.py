@@ -112,6 +112,7 @@ def parse(entry: dict[str, str]) -> list[Event]:
     if kind in ("q", "c"):
         job_id, attempts, version = rest.split("|")
         data = {"attempts": attempts, "p": entry.get("p", ""), "b": entry.get("b", "")}
+        data["error"] = entry.get("e", "")
         return [Event(kind, job_id, int(version), data)]
     if kind == "r":
         job_id, version, now = rest.split("|")
@@ -225,6 +226,8 @@ class Tracker:
             changes.change(job_id, version, columns)
         elif event.kind == "q":
             columns = {"status": JobStatus.QUEUED, "worker": "", "ended_at": None}
+            if data.get("error"):  # a lost run, retried
+                columns.update(error=data["error"], traceback="", started_at=None)
             if data.get("attempts"):
                 columns["attempts"] = int(data["attempts"])
             changes.change(job_id, version, columns)
