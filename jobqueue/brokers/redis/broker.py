@@ -227,8 +227,11 @@ class RedisBroker(Broker):
         reconciliation with what Redis still knows."""
         caught_up = self.tracking.sync(budget=self.tracking.TICK_BUDGET)
         if caught_up or not get_settings().TRACKING:
-            outbox.relay(self)
-            self.reconciler.step(self)
+            try:
+                outbox.relay(self)
+                self.reconciler.step(self)
+            except redis.RedisError as exc:
+                raise BrokerError(f"Redis: {exc}") from exc
 
     def sync(self) -> None:
         """Bring the Job table up to date (bounded: see ``tracking.Tracking.sync``)."""

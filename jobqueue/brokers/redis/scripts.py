@@ -112,7 +112,8 @@ local function lose(id, why, head, tail, ttl, now)
   local ver = bump(id)
   if attempts > max_retries(body) and attempts >= 2 then
     local payload = cjson.encode({
-      status = 'failed', error = head .. attempts .. tail, traceback = '', result = cjson.null, started_ms = tonumber(started), ended_ms = now})
+      status = 'failed', error = head .. attempts .. tail, traceback = '', result = cjson.null,
+      started_ms = tonumber(started), ended_ms = now})
     finished(id, ver, 'failed', attempts, worker, payload, body, ttl)
     return true
   end
