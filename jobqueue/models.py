@@ -79,6 +79,7 @@ class Job(models.Model):
             ),
             models.Index(fields=["-enqueued_at"], name="jobqueue_job_recent"),
             models.Index(fields=["task", "-enqueued_at"], name="jobqueue_job_task"),
+            models.Index(fields=["resent"], condition=Q(resent__gt=0), name="jobqueue_job_resent"),
         ]
 
     def __str__(self) -> str:

@@ -22,4 +22,10 @@ class Migration(migrations.Migration):
                 default=0, help_text="Redis broker: times sent again after Redis lost it."
             ),
         ),
+        migrations.AddIndex(
+            model_name="job",
+            index=models.Index(
+                condition=models.Q(("resent__gt", 0)), fields=["resent"], name="jobqueue_job_resent"
+            ),
+        ),
     ]
