@@ -9,9 +9,13 @@ import pytest
 from django.db import transaction
 from django.test import override_settings
 from django.utils import timezone
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, precondition, rule, run_state_machine_as_test
 
 from jobqueue.brokers import Broker, get_broker
 from jobqueue.brokers.base import Outcome
+from jobqueue.message import Message
 from jobqueue.models import Job
 from jobqueue.states import JobStatus
 from tests.redis_server import delete_prefix, redis_broker_settings, require_redis_broker
@@ -158,3 +162,109 @@ def test_untracked_jobs_run_and_report_but_leave_no_row(untracked, redis_server)
     untracked.sync()
     assert not Job.objects.exists()
     assert not redis_server.client().exists(f"{untracked.prefix}:events")
+
+
+# -- convergence: any interleaving, then a final sync: the table says what Redis knows -----------
+class TrackingMachine(RuleBasedStateMachine):
+    """Random interleavings of every broker change, with syncs of one batch in between and
+    finishes and releases carrying stale tokens; after a final sync each job's row has the
+    status, version and attempts Redis has (and no row exists for what Redis forgot)."""
+
+    server = None  # set by the test
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.prefix = f"model{uuid4().hex[:8]}"  # each example starts from an empty Redis
+        conf = {"BROKER": redis_broker_settings(self.server.url, self.prefix)}
+        self.settings = override_settings(JOBQUEUE=conf)
+        self.settings.enable()
+        self.broker = get_broker()
+        self.jobs: list[str] = []
+        self.claims: list[Message] = []  # every claim made, current or stale
+
+    @rule(n=st.integers(1, 3))
+    def send(self, n):
+        self.jobs += [j.id for j in add.map([(i, i) for i in range(n)])]
+
+    @rule(limit=st.integers(1, 3))
+    def claim(self, limit):
+        self.claims += self.broker.claim(["default"], "w", limit)
+
+    @precondition(lambda self: self.claims)
+    @rule(data=st.data(), status=st.sampled_from(["succeeded", "failed", "retry"]))
+    def finish(self, data, status):
+        m = data.draw(st.sampled_from(self.claims))
+        now = timezone.now()
+        if status == "retry":
+            due = now - timedelta(seconds=1)  # due at once, whatever the clocks' ms say
+            outcome = Outcome(m.id, JobStatus.SCHEDULED, now, now, error="retry", run_at=due,
+                              token=m.token)
+        else:
+            outcome = Outcome(m.id, JobStatus(status), now, now, result="1", token=m.token)
+        self.broker.finish("w", [outcome])
+
+    @precondition(lambda self: self.claims)
+    @rule(data=st.data(), lost=st.sampled_from(["", "signal 9"]))
+    def release(self, data, lost):
+        m = data.draw(st.sampled_from(self.claims))
+        self.broker.release("w", [m.lease], lost=lost)
+
+    @precondition(lambda self: self.claims)
+    @rule(data=st.data())
+    def lease_expires(self, data):
+        m = data.draw(st.sampled_from(self.claims))
+        self.broker.client.zadd(self.broker.key("running"), {m.id: 0}, xx=True)
+        self.broker.recover()
+
+    @precondition(lambda self: self.jobs)
+    @rule(data=st.data())
+    def cancel(self, data):
+        self.broker.cancel(data.draw(st.sampled_from(self.jobs)))
+
+    @rule()
+    def requeue(self):
+        self.broker.requeue(self.jobs)  # the table holds earlier examples' jobs too
+
+    @rule()
+    def purge(self):
+        self.broker.purge_queue("default")
+
+    @rule()
+    def sync_one_batch(self):
+        self.broker.tracking.sync(budget=0)
+
+    def teardown(self) -> None:
+        try:
+            self.check()
+        finally:
+            self.settings.disable()
+            delete_prefix(self.server, self.prefix)
+
+    def check(self) -> None:
+        assert self.broker.tracking.sync(budget=30)
+        client, key = self.broker.client, self.broker.key
+        rows = {str(r.id): r for r in Job.objects.filter(id__in=self.jobs)}
+        for job_id in self.jobs:
+            ended = client.get(key("r", job_id))
+            version = client.hget(key("ver"), job_id)
+            if ended is not None:
+                version = int(ended.split(b"|", 1)[0])
+            if version is None:
+                assert job_id not in rows, f"{job_id}: a row for a job Redis forgot"
+                continue
+            row = rows[job_id]
+            state = self.broker.state(job_id)
+            assert (row.status, row.version) == (state.status, int(version)), job_id
+            if ended is None:
+                attempts = int(client.hget(key("attempts"), job_id) or 0)
+                assert row.attempts == attempts, job_id
+
+
+def test_the_table_converges_to_what_redis_knows(redis_server):
+    require_redis_broker()
+    TrackingMachine.server = redis_server
+    run_state_machine_as_test(
+        TrackingMachine,
+        settings=settings(max_examples=40, stateful_step_count=40, deadline=None,
+                          suppress_health_check=list(HealthCheck)),
+    )
