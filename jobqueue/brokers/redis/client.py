@@ -22,8 +22,10 @@ from jobqueue.conf import get_settings
 from jobqueue.exceptions import BrokerError
 
 MAX_WAIT = 4.0  # seconds a blocking wait may last; the blocking client's timeout allows for it
-# Scripts a lost reply may safely re-send (CLAIM replays its first reply by request id).
-IDEMPOTENT = frozenset({"CLAIM", "FINISH", "RELEASE", "RENEW", "PROMOTE", "RECOVER", "CANCEL"})
+# Scripts a lost reply may safely re-send (CLAIM replays its first reply by request id; the
+# others are fenced by tokens or act only on what is due). ENQUEUE, CANCEL and REQUEUE are safe
+# to run twice but their second reply would be wrong: an error tells the caller instead.
+IDEMPOTENT = frozenset({"CLAIM", "FINISH", "RELEASE", "RENEW", "PROMOTE", "RECOVER"})
 
 
 def text(value: Any) -> str:
