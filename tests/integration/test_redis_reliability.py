@@ -267,7 +267,7 @@ def test_delay_gives_up_within_about_a_second_on_a_redis_that_does_not_answer(ow
         assert elapsed < 1.6
         assert Outbox.objects.filter(job_id=job.id).exists()
         Outbox.objects.update(created_at=timezone.now() - timedelta(minutes=1))
-        wait_until(lambda: (broker.tick(), not Outbox.objects.exists())[1],
+        wait_until(lambda: (broker.upkeep(5), not Outbox.objects.exists())[1],
                    message="the relay to deliver it")
         claimed = [m.id for m in broker.claim(["default"], "w", 5)]
         assert sorted(claimed) == sorted({claimed[0], job.id})  # each once
@@ -303,7 +303,7 @@ def test_an_unanswered_send_that_landed_is_not_sent_again_after_its_result_expir
             wait_until(lambda: not broker.client.exists(broker.key("r", m.id)),
                        message="the result to expire")
             Outbox.objects.update(created_at=timezone.now() - timedelta(minutes=1))
-            broker.tick()
+            broker.upkeep(5)
             assert not Outbox.objects.exists()
             assert broker.claim(["default"], "w", 1) == []
             assert Job.objects.get(id=m.id).status == "succeeded"
@@ -323,13 +323,13 @@ def test_jobs_redis_lost_are_sent_again_once_from_their_signed_bodies(own_redis,
         own_redis.restart()  # no persistence: everything is gone
         broker.close()
         with caplog.at_level(logging.WARNING):
-            wait_until(lambda: (broker.tick(), Job.objects.filter(resent=1).count() == 1001)[1],
+            wait_until(lambda: (broker.upkeep(5), Job.objects.filter(resent=1).count() == 1001)[1],
                        message="the lost jobs to be sent again")
         assert len([r for r in caplog.records
                     if "state=resent-after-broker-loss" in r.getMessage()]) == 1001
         for _ in range(3):
             broker.reconciler.next_sweep = 0
-            broker.tick()  # later sweeps find them in Redis: nothing sent twice
+            broker.upkeep(5)  # later sweeps find them in Redis: nothing sent twice
         assert not Job.objects.filter(resent__gt=1).exists()
         assert broker.state(later.id).status == "scheduled"
         claimed = broker.claim(["default"], "w", 2000)

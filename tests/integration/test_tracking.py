@@ -268,3 +268,17 @@ def test_the_table_converges_to_what_redis_knows(redis_server):
         settings=settings(max_examples=40, stateful_step_count=40, deadline=None,
                           suppress_health_check=list(HealthCheck)),
     )
+
+
+def test_the_limits_tracking_enforces_are_the_columns_own():
+    from jobqueue.brokers.redis.tracking import LIMITS
+
+    for name, limit in LIMITS.items():
+        field = Job._meta.get_field(name)
+        if len(limit) == 1:
+            assert field.max_length == limit[0], name
+        else:
+            ranges = {"SmallIntegerField": (-32768, 32767),
+                      "PositiveSmallIntegerField": (0, 32767),
+                      "PositiveIntegerField": (0, 2**31 - 1)}
+            assert ranges[field.get_internal_type()] == limit, name

@@ -30,6 +30,7 @@ from jobqueue.brokers.base import Broker, JobState, Outcome, worker_lost_error
 from jobqueue.brokers.redis import codec, durability, outbox, records, results
 from jobqueue.brokers.redis.client import MAX_WAIT, Transport, text
 from jobqueue.brokers.redis.tracking import Tracking
+from jobqueue.brokers.redis.upkeep import Upkeep
 from jobqueue.conf import get_settings
 from jobqueue.exceptions import BrokerError, ConfigurationError
 from jobqueue.message import Lease, Message
@@ -62,6 +63,7 @@ class RedisBroker(Broker):
         self.prefix = self.transport.prefix
         self.tracking = Tracking(self.transport)
         self.reconciler = durability.Reconciler(self.transport, self.tracking)
+        self._upkeep: Upkeep | None = None
 
     # -- plumbing --------------------------------------------------------------------------------
     @property
@@ -75,6 +77,9 @@ class RedisBroker(Broker):
         return self.transport.run(name, *args)
 
     def close(self) -> None:
+        if self._upkeep is not None:
+            self._upkeep.stop()  # before a fork: no thread may run across it
+            self._upkeep = None
         self.transport.close()
 
     # -- producers -------------------------------------------------------------------------------
@@ -223,15 +228,22 @@ class RedisBroker(Broker):
         return {job_id for job_id, score in zip(job_ids, scores, strict=True) if score is not None}
 
     def tick(self) -> None:
-        """A supervisor's upkeep, within a time budget: tracking, the outbox relay, and
-        reconciliation with what Redis still knows."""
-        caught_up = self.tracking.sync(budget=self.tracking.TICK_BUDGET)
+        """A supervisor's upkeep runs in a thread of its own (``upkeep``), started here."""
+        if self._upkeep is None or not self._upkeep.is_alive():
+            self._upkeep = Upkeep(self)
+            self._upkeep.start()
+
+    def upkeep(self, budget: float) -> bool:
+        """One round: tracking for about ``budget`` seconds; once it has caught up, the outbox
+        relay and a step of reconciliation. True if tracking caught up."""
+        caught_up = self.tracking.sync(budget=budget)
         if caught_up or not get_settings().TRACKING:
             try:
                 outbox.relay(self)
                 self.reconciler.step(self)
             except redis.RedisError as exc:
                 raise BrokerError(f"Redis: {exc}") from exc
+        return caught_up
 
     def sync(self) -> None:
         """Bring the Job table up to date (bounded: see ``tracking.Tracking.sync``)."""

@@ -1,8 +1,8 @@
 """The Job table, a projection of the Redis broker's event stream that converges.
 
 Every script appends an event for each change it makes to a job, carrying the job's version
-after the change. Whoever syncs (a supervisor within a time budget per tick; the admin and
-``JobResult.job`` within a bounded one) folds a batch of events in memory and writes it without
+after the change. Whoever syncs (a supervisor's upkeep thread; the admin and ``JobResult.job``
+within a bounded time) folds a batch of events in memory and writes it without
 reading a row first, each write conditional on the row being older than the event
 (``... WHERE version < new``): replayed, reordered or concurrent writes cannot take a row back.
 An event that carries the whole record (a job sent, finished, requeued) upserts the row; one that
@@ -27,6 +27,7 @@ import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import cache
 from typing import TYPE_CHECKING, Any
 
 import redis
@@ -55,17 +56,19 @@ def job_model() -> Any:
     return Job
 
 
+@cache
 def fields() -> list[str]:
     """The columns a whole record writes (``resent`` only as 0, in a new row)."""
     return [f.attname for f in job_model()._meta.concrete_fields if not f.primary_key]
 
 
-def time_fields() -> set[str]:
-    return {
+@cache
+def time_fields() -> frozenset[str]:
+    return frozenset(
         f.attname
         for f in job_model()._meta.concrete_fields
         if f.get_internal_type() == "DateTimeField"
-    }
+    )
 
 
 def from_ms(value: str) -> datetime:
@@ -245,28 +248,32 @@ class Tracker:
 
 
 # -- writing -------------------------------------------------------------------------------------
+# What each column the events fill can hold: (max length) for text, (low, high) for integers.
+LIMITS: dict[str, tuple[int, ...]] = {
+    "task": (200,),
+    "queue": (100,),
+    "worker": (200,),
+    "status": (16,),
+    "priority": (-32768, 32767),
+    "max_retries": (0, 32767),
+    "attempts": (0, 2**31 - 1),
+}
+
+
 def fit(job_id: str, columns: Row) -> Row:
     """``columns`` cut to what the table can hold; what was cut is said in ``error``."""
-    Job = job_model()
     problems = []
-    for name, value in list(columns.items()):
-        if name not in ("task", "queue", "worker", "status", "priority", "max_retries", "attempts"):
+    for name, limit in LIMITS.items():
+        value = columns.get(name)
+        if value is None:
             continue
-        model_field = Job._meta.get_field(name)
-        if (
-            isinstance(value, str)
-            and model_field.max_length
-            and len(value) > model_field.max_length
-        ):
-            problems.append(f"{name} longer than {model_field.max_length} characters")
-            columns[name] = value[: model_field.max_length]
-        elif isinstance(value, int):
-            low, high = (-32768, 32767) if name == "priority" else (0, 32767)
-            if name == "attempts":
-                high = 2**31 - 1
-            if not low <= value <= high:
-                problems.append(f"{name} {value} out of range {low}..{high}")
-                columns[name] = min(max(value, low), high)
+        if len(limit) == 1:
+            if len(value) > limit[0]:
+                problems.append(f"{name} longer than {limit[0]} characters")
+                columns[name] = value[: limit[0]]
+        elif not limit[0] <= value <= limit[1]:
+            problems.append(f"{name} {value} out of range {limit[0]}..{limit[1]}")
+            columns[name] = min(max(value, limit[0]), limit[1])
     if problems:
         reason = "untrackable: " + "; ".join(problems)
         logger.warning("job=%s state=untrackable reason=%s", job_id, reason)
@@ -398,7 +405,7 @@ def db_values(connection: Any, job_id: str, row: Row, names: Iterable[str]) -> l
     """The id, then ``row``'s values of ``names``, as the database driver takes them."""
     pk = job_model()._meta.pk
     assert pk is not None
-    adapt_time = connection.ops.adapt_datetimefield_value
+    adapt_time = time_adapter(connection)
     times = time_fields()
     return [
         pk.get_db_prep_value(uuid.UUID(job_id), connection),
@@ -406,11 +413,25 @@ def db_values(connection: Any, job_id: str, row: Row, names: Iterable[str]) -> l
     ]
 
 
+def time_adapter(connection: Any) -> Any:
+    """Django's adaptation of a datetime for this connection; on SQLite in UTC the same text,
+    made without a time zone database lookup per value (tracking adapts thousands a batch)."""
+    adapt = connection.ops.adapt_datetimefield_value
+    if connection.vendor != "sqlite" or connection.timezone_name != "UTC":
+        return adapt
+
+    def utc_text(value: datetime | None) -> str | None:
+        if value is None or value.tzinfo is None:
+            return adapt(value)
+        return str(value.astimezone(UTC).replace(tzinfo=None))
+
+    return utc_text
+
+
 # -- reading the stream --------------------------------------------------------------------------
 class Tracking:
     """Reads the stream under the tracker's lock, in bounded batches and within a time budget."""
 
-    TICK_BUDGET = 0.2  # seconds a supervisor's tick spends tracking (more is left to the next)
     READ_BUDGET = 0.5  # seconds the admin or ``JobResult.job`` wait for tracking to catch up
     LOCK_MS = 10_000
     READ = 200  # stream entries per read (one may hold up to 500 jobs' events)
