@@ -247,6 +247,19 @@ class Tracker:
             raise ValueError(f"unknown kind {event.kind!r}")
 
 
+def superseded_dropped(events: list[Event]) -> list[Event]:
+    """The events of a batch less those a later whole record of the same job replaces (a job
+    sent, started and finished within one batch costs one record, not three)."""
+    last: dict[str, int] = {}
+    for index, event in enumerate(events):
+        if event.kind in WHOLE:
+            last[event.job_id] = index
+    return [e for i, e in enumerate(events) if i >= last.get(e.job_id, -1)]
+
+
+WHOLE = frozenset("efr")
+
+
 # -- writing -------------------------------------------------------------------------------------
 # What each column the events fill can hold: (max length) for text, (low, high) for integers.
 LIMITS: dict[str, tuple[int, ...]] = {
@@ -498,7 +511,7 @@ class Tracking:
         """Write ``events`` (then forget them), and move the position to ``through``; False if
         the lock was lost meanwhile (another tracker goes on from the last commit)."""
         if events:
-            self.tracker.apply(self.with_bodies(events))
+            self.tracker.apply(self.with_bodies(superseded_dropped(events)))
             events.clear()
         if not self.transport.run("TRACK_COMMIT", token, self.LOCK_MS, through):
             logger.warning("state=tracking-lock-lost through=%s", through)
