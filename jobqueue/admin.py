@@ -94,6 +94,19 @@ class TaskFilter(admin.SimpleListFilter):
         return queryset.filter(task=value) if value else queryset
 
 
+class ResentFilter(admin.SimpleListFilter):
+    """Jobs the broker lost (Redis restarted without persistence) and reconciliation sent again."""
+
+    title = "sent again after broker loss"
+    parameter_name = "resent"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [("yes", "yes")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Job]) -> QuerySet[Job]:
+        return queryset.filter(resent__gt=0) if self.value() == "yes" else queryset
+
+
 class ReadOnlyAdmin(admin.ModelAdmin):
     """Rows that only the broker and workers write: viewable, never added or edited here."""
 
@@ -121,7 +134,7 @@ class JobAdmin(ReadOnlyAdmin):
         "duration_display",
         "worker",
     )
-    list_filter = ("status", QueueFilter, TaskFilter)
+    list_filter = ("status", QueueFilter, TaskFilter, ResentFilter)
     search_fields = ("task",)  # and ids: see get_search_results
     search_help_text = "A job id, or part of a task name."
     ordering = ("-enqueued_at",)
@@ -146,6 +159,7 @@ class JobAdmin(ReadOnlyAdmin):
                     "max_retries",
                     "timeout",
                     "worker",
+                    "resent",
                 )
             },
         ),

@@ -44,6 +44,13 @@ class Job(models.Model):
         default=0,
         help_text="Raised by every change the broker makes; a claim's fencing token.",
     )
+    body = models.TextField(
+        blank=True,
+        help_text="Redis broker: the signed message as first sent; what a requeue sends again.",
+    )
+    resent = models.PositiveIntegerField(
+        default=0, help_text="Redis broker: times sent again after Redis lost it."
+    )
 
     class Meta:
         ordering = ["-enqueued_at"]
@@ -72,6 +79,7 @@ class Job(models.Model):
             ),
             models.Index(fields=["-enqueued_at"], name="jobqueue_job_recent"),
             models.Index(fields=["task", "-enqueued_at"], name="jobqueue_job_task"),
+            models.Index(fields=["resent"], condition=Q(resent__gt=0), name="jobqueue_job_resent"),
         ]
 
     def __str__(self) -> str:

@@ -48,9 +48,10 @@ def row(broker: Broker, job_id: str) -> Job:
     return Job.objects.get(id=job_id)
 
 
-def finish(broker: Broker, job_id: str, status: JobStatus, started_at=None, **fields) -> None:
+def finish(broker: Broker, message, status: JobStatus, started_at=None, **fields) -> int:
     now = timezone.now()
-    broker.finish("w", [Outcome(job_id, status, started_at or now, now, **fields)])
+    outcome = Outcome(message.id, status, started_at or now, now, token=message.token, **fields)
+    return broker.finish("w", [outcome])
 
 
 def test_each_sync_records_the_state_reached(tracked):
@@ -65,7 +66,7 @@ def test_each_sync_records_the_state_reached(tracked):
     assert (started.status, started.worker, started.attempts) == ("started", "w", 1)
     assert started.started_at is not None
 
-    finish(tracked, job.id, JobStatus.SUCCEEDED, started_at=started.started_at, result='"ok"')
+    finish(tracked, message, JobStatus.SUCCEEDED, started_at=started.started_at, result='"ok"')
     done = row(tracked, job.id)
     assert (done.status, done.result, done.worker, done.attempts) == ("succeeded", '"ok"', "w", 1)
     assert done.started_at == started.started_at
@@ -92,8 +93,8 @@ def test_jobs_sent_or_claimed_together_share_one_event(tracked, redis_server):
 
 def test_a_job_finished_before_any_sync_is_recorded_whole(tracked):
     job = add.apply_async((AWKWARD, 2), queue="low")
-    tracked.claim(["low"], "w", 1)
-    finish(tracked, job.id, JobStatus.FAILED, error="ValueError: " + AWKWARD, traceback=AWKWARD)
+    [message] = tracked.claim(["low"], "w", 1)
+    finish(tracked, message, JobStatus.FAILED, error="ValueError: " + AWKWARD, traceback=AWKWARD)
     failed = row(tracked, job.id)
     assert (failed.status, failed.queue, failed.attempts) == ("failed", "low", 1)
     assert (failed.error, failed.traceback) == ("ValueError: " + AWKWARD, AWKWARD)
@@ -103,13 +104,13 @@ def test_a_job_finished_before_any_sync_is_recorded_whole(tracked):
 
 def test_a_retry_is_recorded_scheduled_then_queued_again(tracked):
     job = add.delay(1, 1)
-    tracked.claim(["default"], "w", 1)
+    [message] = tracked.claim(["default"], "w", 1)
     later = timezone.now() + timedelta(hours=1)
-    finish(tracked, job.id, JobStatus.SCHEDULED, error="boom", run_at=later)
+    finish(tracked, message, JobStatus.SCHEDULED, error="boom", run_at=later)
     retry = row(tracked, job.id)
     assert (retry.status, retry.error, retry.run_at) == ("scheduled", "boom", later)
-    assert tracked.release("w") == 0  # the worker holds it no more
-    finish(tracked, job.id, JobStatus.SUCCEEDED)  # a late finish of a job it lost: ignored
+    assert tracked.release("w", [message.lease]) == 0  # the worker holds it no more
+    assert finish(tracked, message, JobStatus.SUCCEEDED) == 0  # a late finish: refused
     assert row(tracked, job.id).status == "scheduled"
 
 
@@ -150,8 +151,8 @@ def test_untracked_jobs_run_and_report_but_leave_no_row(untracked, redis_server)
     with transaction.atomic():
         in_transaction = add.delay(4, 5)  # the outbox holds its row until delivery
     [first, second] = untracked.claim(["default"], "w", 2)
-    finish(untracked, first.id, JobStatus.SUCCEEDED, result="5")
-    finish(untracked, second.id, JobStatus.SUCCEEDED, result="9")
+    finish(untracked, first, JobStatus.SUCCEEDED, result="5")
+    finish(untracked, second, JobStatus.SUCCEEDED, result="9")
     assert job.get(timeout=1) == 5
     assert in_transaction.get(timeout=1) == 9
     untracked.sync()
