@@ -198,6 +198,43 @@ def test_a_crashing_child_in_a_burst_is_replaced_and_the_burst_finishes(jobworke
     assert all(row(j).status == "succeeded" for j in rest)
 
 
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="closes a PostgreSQL database")
+def test_a_database_outage_kills_no_running_job_and_its_outcome_is_acked_after(
+    jobworker, tmp_path
+):
+    """Issue case 4 on the database: for seconds no connection can be made (the database
+    refuses them); the supervisor and the child wait, the running job finishes meanwhile, and
+    its outcome is acknowledged once the database is back."""
+    release = tmp_path / "release"
+    job = hold.delay("outage", str(release))
+    worker = jobworker("--name", "w")
+    wait_until(lambda: runs("outage")["outage"] == 1, message="the job to start")
+    import psycopg
+
+    params = connection.get_connection_params()
+    admin = psycopg.connect(host=params.get("host"), port=params.get("port"),
+                            user=params.get("user"), dbname="postgres", autocommit=True)
+    name = connection.settings_dict["NAME"]
+    try:
+        admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
+        admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                      "WHERE datname = %s", [name])
+        wait_until(lambda: worker.says("worker=w state=broker-unreachable"),
+                   message="the supervisor to meet the outage")
+        release.touch()  # the job ends while the database is unreachable
+        wait_until(lambda: worker.says("worker=w/1 state=broker-unreachable"),
+                   message="the child's ack to fail")
+    finally:
+        admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+        admin.close()
+    connection.close()  # this test's own connection was cut too
+    wait_until(lambda: row(job).status == "succeeded", timeout=30, message="the ack")
+    assert worker.process.poll() is None  # the worker lived through it
+    assert (row(job).attempts, runs("outage")) == (1, {"outage": 1})
+    assert Worker.objects.get(name="w/1").replacements == 0  # no child was killed
+    stop(worker)
+
+
 @pytest.mark.skipif(connection.vendor != "postgresql", reason="terminates PostgreSQL backends")
 def test_cut_database_connections_during_a_drain_leave_no_job_started(jobworker):
     """Issue case 5: pg_terminate_backend three times during a drain: every job ends, none is
