@@ -282,6 +282,7 @@ class WorkerAdmin(ReadOnlyAdmin):
         "current_job_link",
         "current_task",
         "jobs_done",
+        "last_replaced",
         "last_seen",
     )
     list_filter = ("hostname",)
@@ -295,6 +296,9 @@ class WorkerAdmin(ReadOnlyAdmin):
         "current_job_link",
         "current_task",
         "jobs_done",
+        "replacements",
+        "replaced_because",
+        "replaced_at",
         "started_at",
         "last_seen",
     )
@@ -302,6 +306,13 @@ class WorkerAdmin(ReadOnlyAdmin):
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
+
+    @admin.display(description="last replaced")
+    def last_replaced(self, worker: Worker) -> str:
+        """Why the process serving this place was last replaced (timeout, cancel, crash...)."""
+        if not worker.replacements:
+            return "-"
+        return f"{worker.replaced_because} ({worker.replacements}x)"
 
     @admin.display(description="state")
     def state(self, worker: Worker) -> SafeString:

@@ -184,7 +184,15 @@ class Consumer:
 
     def flush(self) -> None:
         if self.pending:
-            self.broker.finish(self.name, self.pending)
+            taken = self.broker.finish(self.name, self.pending)
+            if taken < len(self.pending):
+                # Their jobs were canceled, or handed to another worker after this one stopped
+                # renewing their leases (a pause past LEASE_TIMEOUT): the other run counts.
+                logger.warning(
+                    "worker=%s state=ack-refused refused=%d (no longer this worker's)",
+                    self.name,
+                    len(self.pending) - taken,
+                )
             self.pending = []
             self.slot.acked()
 

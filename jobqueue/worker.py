@@ -295,7 +295,9 @@ class Supervisor:
         decided = [child.kill_outcome] if child.kill_outcome else []
         if remains.leases or decided or why:
             self.pending.append(Settlement(child.name, remains, lost, why, decided))
-        if not self.stopping.value and not finished:
+            # Settled before a replacement starts, so that it finds the jobs given back.
+            self.guarded(self.settle, force=True)
+        if child.process is None and not self.stopping.value and not finished:
             if why:
                 logger.info("worker=%s state=replaced reason=%r", child.name, why)
             self.spawn(child)
@@ -315,6 +317,8 @@ class Supervisor:
                 self.broker.release(s.child, s.remains.unstarted)
             if s.remains.ran:
                 self.broker.release(s.child, s.remains.ran, lost=s.lost)
+            if self.burst and (s.remains.unstarted or s.remains.ran):
+                self.rejoin_burst()
             if s.why:
                 Worker.objects.filter(name=s.child).update(
                     replacements=F("replacements") + 1,
@@ -322,6 +326,13 @@ class Supervisor:
                     replaced_because=s.why[:200],
                 )
             self.pending.pop(0)
+
+    def rejoin_burst(self) -> None:
+        """Jobs given back after a burst's children had found nothing left: run them too."""
+        if not self.stopping.value:
+            for child in self.children:
+                if child.process is None:
+                    self.spawn(child)
 
     def abort(self) -> None:
         """Second signal: stop now; the children's finished outcomes are acknowledged and their

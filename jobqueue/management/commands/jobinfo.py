@@ -97,9 +97,14 @@ class Command(BaseCommand):
                 )
             else:
                 state, doing = "idle ", ""
+            replaced = (
+                f"  replaced {worker.replacements}x, last: {worker.replaced_because}"
+                if worker.replacements
+                else ""
+            )
             lines.append(
                 f"{worker.name:<{name_width}}  {state}  queues {worker.queues}  "
-                f"done {worker.jobs_done}  {doing}".rstrip()
+                f"done {worker.jobs_done}{replaced}  {doing}".rstrip()
             )
         lines.append(f"{len(workers)} workers, {busy} busy")
         return lines
