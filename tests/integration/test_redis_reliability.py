@@ -336,3 +336,49 @@ def test_jobs_redis_lost_are_sent_again_once_from_their_signed_bodies(own_redis,
         assert sorted(m.id for m in claimed) == sorted(j.id for j in jobs)
         again = next(m for m in claimed if m.id == running.id)
         assert again.attempts == 2  # the run it had may have happened
+
+
+def test_a_bare_id_queued_before_versions_is_still_claimed(broker, redis_server):
+    """Jobs left in Redis by a release without versions run after the upgrade."""
+    m = message(1, 1)
+    client = redis_server.client()
+    client.hset(broker.key("msg"), m.id, codec.encode(m))
+    client.rpush(broker.key("q", "default", "0"), m.id)
+    client.zadd(broker.key("levels", "default"), {"0": 0})
+    [claimed] = broker.claim(["default"], "w", 5)
+    assert (claimed.id, claimed.token) == (m.id, 1)
+    assert broker.finish("w", [done(claimed, result="2")]) == 1
+
+
+def test_an_outcome_the_database_cannot_store_as_is_is_still_recorded(broker):
+    job = add.delay(1, 1)
+    other = add.delay(2, 2)
+    claimed = broker.claim(["default"], "w", 2)
+    broker.finish("w", [done(claimed[0], JobStatus.FAILED, error="ValueError: a\x00b"),
+                        done(claimed[1], result="4")])
+    synced(broker)
+    row = Job.objects.get(id=job.id)
+    assert row.status == "failed"
+    assert "a\\x00b" in row.error and "untrackable: NUL character in error" in row.error
+    assert Job.objects.get(id=other.id).status == "succeeded"
+
+
+def test_a_row_the_database_refuses_is_logged_and_skipped_and_blocks_no_one(broker, caplog):
+    from jobqueue.brokers.redis import tracking
+
+    job, other = add.delay(1, 1), add.delay(2, 2)
+    claimed = broker.claim(["default"], "w", 2)
+    broker.finish("w", [done(claimed[0], JobStatus.FAILED, error="ValueError: a\x00b"),
+                        done(claimed[1], result="4")])
+    fit = tracking.fit
+    tracking.fit = lambda job_id, columns: columns  # as if a value got past the checks
+    try:
+        with caplog.at_level(logging.WARNING):
+            synced(broker)
+    finally:
+        tracking.fit = fit
+    assert Job.objects.get(id=other.id).status == "succeeded"
+    if Job.objects.filter(id=job.id).exists():  # SQLite stores NUL; PostgreSQL refuses it
+        assert Job.objects.get(id=job.id).status == "failed"
+    else:
+        assert any(f"job={job.id} state=untrackable" in r.getMessage() for r in caplog.records)

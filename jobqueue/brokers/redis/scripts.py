@@ -74,6 +74,22 @@ local function to_queue(id, ver, body, front)
   end
   return true
 end
+-- A queue entry: the job's id and the version it was queued at (false: an entry made before
+-- versions, a bare id, still the job's place); nil if it is no job's entry.
+local function parse_entry(entry)
+  local id, ver = string.match(entry, '^([^:]+):(%d+)$')
+  if id then return id, ver end
+  if redis.call('HEXISTS', P .. ':ver', entry) == 0
+     and redis.call('HEXISTS', P .. ':msg', entry) == 1 then
+    return entry, false
+  end
+  return nil, nil
+end
+-- Whether the entry is the job's current place in its queue (not one it moved on from).
+local function current(id, ver)
+  if ver == false then return redis.call('HEXISTS', P .. ':ver', id) == 0 end
+  return redis.call('HGET', P .. ':ver', id) == ver
+end
 local function held(id, token)
   return redis.call('ZSCORE', P .. ':running', id)
     and redis.call('HGET', P .. ':ver', id) == token
@@ -177,9 +193,9 @@ for i = 6, #ARGV do
       redis.call('ZREM', levels, level)
     end
     for _, entry in ipairs(entries) do
-      local id, ver = string.match(entry, '^([^:]+):(%d+)$')
+      local id, ver = parse_entry(entry)
       local body = id and redis.call('HGET', P .. ':msg', id)
-      if body and redis.call('HGET', P .. ':ver', id) == ver then
+      if body and current(id, ver) then
         local token = bump(id)
         redis.call('ZADD', P .. ':running', now + lease, id)
         redis.call('HSET', P .. ':owner', id, worker .. '|' .. now)
@@ -394,9 +410,8 @@ while budget > 0 do
   if #entries < budget or redis.call('LLEN', key) == 0 then redis.call('ZREM', levels, level) end
   budget = budget - #entries
   for _, entry in ipairs(entries) do
-    local id, ver = string.match(entry, '^([^:]+):(%d+)$')
-    if id and redis.call('HGET', P .. ':ver', id) == ver
-       and redis.call('HEXISTS', P .. ':msg', id) == 1 then
+    local id, ver = parse_entry(entry)
+    if id and current(id, ver) and redis.call('HEXISTS', P .. ':msg', id) == 1 then
       purge(id)
     end
   end

@@ -276,6 +276,10 @@ LIMITS: dict[str, tuple[int, ...]] = {
 def fit(job_id: str, columns: Row) -> Row:
     """``columns`` cut to what the table can hold; what was cut is said in ``error``."""
     problems = []
+    for name, value in columns.items():
+        if isinstance(value, str) and "\x00" in value:  # PostgreSQL's text cannot hold NUL
+            problems.append(f"NUL character in {name}")
+            columns[name] = value.replace("\x00", "\\x00")
     for name, limit in LIMITS.items():
         value = columns.get(name)
         if value is None:
@@ -302,10 +306,17 @@ def write_changes(changes: Changes) -> None:
         for job_id, columns in group.items():
             fit(job_id, columns)
     connection = connections[router.db_for_write(Job)]
+    # Refusals of a value (not of the connection), from Django or the driver itself (COPY).
+    refused = (
+        DataError,
+        IntegrityError,
+        connection.Database.DataError,
+        connection.Database.IntegrityError,
+    )
     try:
         with transaction.atomic(using=connection.alias):
             write_all(connection, changes)
-    except (DataError, IntegrityError):
+    except refused:
         for job_id in {*changes.rows, *changes.missing, *changes.patches, *changes.deletes}:
             one = Changes(
                 rows=pick(changes.rows, job_id),
@@ -316,7 +327,7 @@ def write_changes(changes: Changes) -> None:
             try:
                 with transaction.atomic(using=connection.alias):
                     write_all(connection, one)
-            except (DataError, IntegrityError) as exc:
+            except refused as exc:
                 logger.warning("job=%s state=untrackable error=%s (skipped)", job_id, exc)
 
 
