@@ -307,12 +307,8 @@ def write_changes(changes: Changes) -> None:
             fit(job_id, columns)
     connection = connections[router.db_for_write(Job)]
     # Refusals of a value (not of the connection), from Django or the driver itself (COPY).
-    refused = (
-        DataError,
-        IntegrityError,
-        connection.Database.DataError,
-        connection.Database.IntegrityError,
-    )
+    driver: Any = connection.Database  # type: ignore[attr-defined]
+    refused = (DataError, IntegrityError, driver.DataError, driver.IntegrityError)
     try:
         with transaction.atomic(using=connection.alias):
             write_all(connection, changes)
