@@ -22,7 +22,7 @@ Each script below is run after ``COMMON`` (see ``source``). Layout (``P`` is the
   P:attempts   hash   id -> times taken
   P:canceled   zset   running ids canceled -> ms (their supervisors stop them; a claim clears it)
   P:wake:<q>   list   tokens idle workers block on (BLPOP)
-  P:claim:<request>  string  a claim's reply, kept a minute so a retried claim gets it again
+  P:claim:<request>  string  a claim's jobs and tokens, kept 5 s so a retried claim gets them again
   P:strays     list   the last 1000 queue entries that were no job (logged by the claimer)
   P:events     stream what the Job table has yet to record (see tracking); never trimmed past
                what it has recorded. Each entry is d="kind|...", with p=outcome and b=body where
@@ -179,7 +179,22 @@ CLAIM = """
 local worker, limit, lease = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
 local replay = P .. ':claim:' .. ARGV[5]
 local previous = redis.call('GET', replay)
-if previous then return cjson.decode(previous) end
+if previous then
+  -- A retried claim: the same jobs again, those still held under its tokens.
+  local out = {}
+  local kept = cjson.decode(previous)
+  for i = 1, #kept, 3 do
+    local id = kept[i]
+    local body = redis.call('HGET', P .. ':msg', id)
+    if body and redis.call('HGET', P .. ':ver', id) == tostring(kept[i + 2]) then
+      out[#out + 1] = id
+      out[#out + 1] = body
+      out[#out + 1] = kept[i + 1]
+      out[#out + 1] = kept[i + 2]
+    end
+  end
+  return {out, {}}
+end
 local now = now_ms()
 local out, started, strays = {}, {}, {}
 for i = 6, #ARGV do
@@ -220,9 +235,17 @@ end
 if #started > 0 then
   event('d', 's|' .. table.concat(started, ',') .. '|' .. now .. '|' .. worker)
 end
-local reply = {out, strays}
-if #out > 0 then redis.call('SET', replay, cjson.encode(reply), 'EX', 60) end
-return reply
+if #out > 0 then
+  -- Kept a few seconds, for a client that lost the reply and sends the claim again.
+  local kept = {}
+  for i = 1, #out, 4 do
+    kept[#kept + 1] = out[i]
+    kept[#kept + 1] = out[i + 2]
+    kept[#kept + 1] = out[i + 3]
+  end
+  redis.call('SET', replay, cjson.encode(kept), 'PX', 5000)
+end
+return {out, strays}
 """
 
 # ARGV: P, worker, result_ttl, then per outcome: id, token, status, run_at_ms, payload (JSON)
