@@ -50,6 +50,7 @@ Row = dict[str, Any]
 NOT_WRITTEN = {"resent"}  # counted by reconciliation, not carried by events
 
 
+@cache
 def job_model() -> Any:
     from jobqueue.models import Job
 
@@ -273,11 +274,16 @@ LIMITS: dict[str, tuple[int, ...]] = {
 }
 
 
+# Columns whose text comes from a run (the signed body's are checked at send, its JSON escaped).
+FREE_TEXT = ("error", "traceback", "result", "worker")
+
+
 def fit(job_id: str, columns: Row) -> Row:
     """``columns`` cut to what the table can hold; what was cut is said in ``error``."""
     problems = []
-    for name, value in columns.items():
-        if isinstance(value, str) and "\x00" in value:  # PostgreSQL's text cannot hold NUL
+    for name in FREE_TEXT:
+        value = columns.get(name)
+        if value and "\x00" in value:  # PostgreSQL's text cannot hold NUL
             problems.append(f"NUL character in {name}")
             columns[name] = value.replace("\x00", "\\x00")
     for name, limit in LIMITS.items():
