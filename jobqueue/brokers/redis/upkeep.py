@@ -50,6 +50,12 @@ class Upkeep(threading.Thread):
                     connections.close_all()  # this thread's own
                     self.stopping.wait(delay)
                     continue
+                except Exception:
+                    # A bug must not end tracking for good: say it, and try again later.
+                    failures += 1
+                    logger.exception("state=tracking-failed")
+                    self.stopping.wait(MAX_BACKOFF)
+                    continue
                 self.stopping.wait(IDLE if caught_up else 0)
             try:
                 self.broker.tracking.sync(budget=FINAL_BUDGET)
