@@ -7,9 +7,11 @@ so a run lost or made twice shows whatever jobqueue recorded. Each test runs on 
 import os
 import signal
 from collections import Counter
+from io import StringIO
 from pathlib import Path
 
 import pytest
+from django.core.management import call_command
 from django.db import connection
 
 from jobqueue.brokers import get_broker
@@ -88,6 +90,9 @@ def test_a_job_whose_process_dies_fails_after_max_retries_plus_one_runs(jobworke
     assert runs("other-") == {f"other-{i}": 1 for i in range(20)}
     replaced = Worker.objects.get(name="w/1")
     assert (replaced.replaced_because, replaced.replacements) == ("crash: exit code 3", 2)
+    out = StringIO()
+    call_command("jobinfo", stdout=out)
+    assert "replaced 2x, last: crash: exit code 3" in out.getvalue()
     stop(worker)
 
 
