@@ -1,16 +1,20 @@
 """Real ``jobworker`` processes under the faults of production: processes that die mid-job,
 jobs that raise what is not an Exception, kills for timeouts, SIGKILL and SIGSTOP, cut database
 connections, recycled children. Runs are counted with ``Run`` rows written when each run starts,
-so a run lost or made twice shows whatever jobqueue recorded."""
+so a run lost or made twice shows whatever jobqueue recorded. Each test runs on both brokers
+(the Job table, which the assertions read, is brought up to date first)."""
 
 import os
 import signal
 from collections import Counter
+from io import StringIO
 from pathlib import Path
 
 import pytest
+from django.core.management import call_command
 from django.db import connection
 
+from jobqueue.brokers import get_broker
 from jobqueue.models import Job, Worker
 from tests.conftest import wait_until
 from tests.testapp.models import Run
@@ -19,6 +23,22 @@ from tests.testapp.worker_tasks import count, die, hang, hold, raise_base, termi
 pytestmark = pytest.mark.django_db(transaction=True)
 
 FAST_LEASE = {"JOBQUEUE_LEASE_TIMEOUT": "1"}
+
+
+@pytest.fixture(autouse=True, params=["database", "redis"])
+def broker_kind(request, live_jobs, jobworker):
+    """Every test here, and the workers it starts, on each broker in turn."""
+    if request.param == "redis":
+        if request.node.originalname in DATABASE_ONLY:
+            pytest.skip("a fault of the database broker's own")
+        request.getfixturevalue("use_redis")(request.getfixturevalue("redis_server"))
+    return request.param
+
+
+DATABASE_ONLY = {
+    "test_a_database_outage_kills_no_running_job_and_its_outcome_is_acked_after",
+    "test_cut_database_connections_during_a_drain_leave_no_job_started",
+}
 
 
 def children_of(pid: int) -> list[int]:
@@ -39,7 +59,13 @@ def runs(key_prefix: str = "") -> Counter:
 
 
 def row(job) -> Job:
+    get_broker().sync()
     return Job.objects.get(id=job.id)
+
+
+def jobs_in(status: str) -> int:
+    get_broker().sync()
+    return Job.objects.filter(status=status).count()
 
 
 def stop(worker) -> None:
@@ -64,6 +90,9 @@ def test_a_job_whose_process_dies_fails_after_max_retries_plus_one_runs(jobworke
     assert runs("other-") == {f"other-{i}": 1 for i in range(20)}
     replaced = Worker.objects.get(name="w/1")
     assert (replaced.replaced_because, replaced.replacements) == ("crash: exit code 3", 2)
+    out = StringIO()
+    call_command("jobinfo", stdout=out)
+    assert "replaced 2x, last: crash: exit code 3" in out.getvalue()
     stop(worker)
 
 
@@ -118,8 +147,7 @@ def test_sigkill_of_children_during_a_drain_loses_no_job_and_counts_every_run(jo
         if victims:
             os.kill(victims[0], signal.SIGKILL)
             kills += 1
-    wait_until(lambda: Job.objects.filter(status="succeeded").count() == 600, timeout=120,
-               message="the drain")
+    wait_until(lambda: jobs_in("succeeded") == 600, timeout=120, message="the drain")
     ran = runs("job-")
     attempts = dict(Job.objects.values_list("id", "attempts"))
     assert set(ran) == {f"job-{i}" for i in range(600)}  # none lost

@@ -159,3 +159,28 @@ def test_unknown_id_is_job_not_found():
         _ = JobResult(new_job_id()).status
     with pytest.raises(ValueError, match="not a job id"):
         JobResult("not-a-uuid")
+
+
+def test_an_ack_that_fails_keeps_its_outcomes_and_is_retried_before_claiming_more():
+    """Issue case 5: a flush that raises forgot the rest of its batch; now the outcomes stay
+    (in the slot too) and are acknowledged before anything more is claimed."""
+    from tests.testapp.brokers import FlakyFinishBroker
+    from tests.testapp.models import Run
+    from tests.testapp.worker_tasks import count
+
+    jobs = [count.delay(f"k{i}") for i in range(5)]
+    context = multiprocessing.get_context("fork")
+    broker = FlakyFinishBroker(failures=2)
+    slot = Slot(context, 2 * get_settings().MAX_BATCH + 2)
+    try:
+        Consumer(broker, ["default"], "w", slot, context.RawValue("b", 0), burst=True).run()
+    finally:
+        broker.close()
+    assert [j.status for j in jobs] == ["succeeded"] * 5
+    assert sorted(Run.objects.values_list("key", flat=True)) == [f"k{i}" for i in range(5)]
+    calls = broker.calls
+    first_failure = calls.index("finish-failed")
+    # From the first failed ack on, nothing is claimed until an ack went through.
+    assert "claim" not in calls[first_failure : calls.index("finish")]
+    assert calls.count("finish-failed") == 2
+    assert slot.header.buffered == 0
