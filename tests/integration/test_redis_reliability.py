@@ -11,7 +11,7 @@ import time
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
-from uuid import uuid4
+from uuid import UUID, uuid4
 
 import pytest
 from django.db import transaction
@@ -382,3 +382,26 @@ def test_a_row_the_database_refuses_is_logged_and_skipped_and_blocks_no_one(brok
         assert Job.objects.get(id=job.id).status == "failed"
     else:
         assert any(f"job={job.id} state=untrackable" in r.getMessage() for r in caplog.records)
+
+
+def test_events_wait_in_the_stream_while_the_table_cannot_be_written(broker, redis_server):
+    from django.db import DatabaseError, connection
+
+    jobs = add.map([(i, i) for i in range(10)])
+    client = redis_server.client()
+    with connection.cursor() as cursor:
+        cursor.execute("ALTER TABLE jobqueue_job RENAME TO jobqueue_job_away")
+    try:
+        with pytest.raises(DatabaseError):
+            broker.tracking.sync(budget=1)
+        [m] = broker.claim(["default"], "w", 1)
+        broker.finish("w", [done(m, result="2")])
+        assert client.xlen(broker.key("events")) == 3  # nothing trimmed: nothing recorded
+        assert client.get(broker.key("tracker")) is None  # and the lock was freed
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute("ALTER TABLE jobqueue_job_away RENAME TO jobqueue_job")
+    synced(broker)
+    statuses = dict(Job.objects.values_list("id", "status"))
+    assert len(statuses) == 10
+    assert statuses[UUID(jobs[0].id)] == "succeeded"
