@@ -364,19 +364,19 @@ def test_an_outcome_the_database_cannot_store_as_is_is_still_recorded(broker):
 
 
 def test_a_row_the_database_refuses_is_logged_and_skipped_and_blocks_no_one(broker, caplog):
-    from jobqueue.brokers.redis import tracking
+    from jobqueue.brokers.redis import table
 
     job, other = add.delay(1, 1), add.delay(2, 2)
     claimed = broker.claim(["default"], "w", 2)
     broker.finish("w", [done(claimed[0], JobStatus.FAILED, error="ValueError: a\x00b"),
                         done(claimed[1], result="4")])
-    fit = tracking.fit
-    tracking.fit = lambda job_id, columns: columns  # as if a value got past the checks
+    fit = table.fit
+    table.fit = lambda job_id, columns: columns  # as if a value got past the checks
     try:
         with caplog.at_level(logging.WARNING):
             synced(broker)
     finally:
-        tracking.fit = fit
+        table.fit = fit
     assert Job.objects.get(id=other.id).status == "succeeded"
     if Job.objects.filter(id=job.id).exists():  # SQLite stores NUL; PostgreSQL refuses it
         assert Job.objects.get(id=job.id).status == "failed"

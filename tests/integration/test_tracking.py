@@ -271,7 +271,7 @@ def test_the_table_converges_to_what_redis_knows(redis_server):
 
 
 def test_the_limits_tracking_enforces_are_the_columns_own():
-    from jobqueue.brokers.redis.tracking import LIMITS
+    from jobqueue.brokers.redis.table import LIMITS
 
     for name, limit in LIMITS.items():
         field = Job._meta.get_field(name)

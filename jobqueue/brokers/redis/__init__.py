@@ -5,7 +5,9 @@
 - ``scripts``: the Lua scripts, each an atomic step that raises the job's version;
 - ``broker``: ``RedisBroker``, the transport interface workers and producers use;
 - ``outbox``: jobs waiting in the database for Redis (transactions, outages);
-- ``tracking``: the Job table as a converging projection of the event stream;
+- ``tracking``: the Job table as a converging projection of the event stream (``table``: how a
+  batch is written, each row only by a newer event);
+- ``upkeep``: a supervisor's thread for tracking, the relay and reconciliation;
 - ``results``: outcomes kept in Redis, and a producer's view of a job's state;
 - ``records``: operators' cancel, requeue and purge, through the scripts;
 - ``durability``: configuration warnings, and re-sending what Redis lost.
