@@ -17,7 +17,7 @@ from jobqueue.message import new_job_id
 from jobqueue.models import Job, Outbox, Worker
 from tests.conftest import wait_until
 from tests.redis_server import delete_prefix, serve
-from tests.testapp.tasks import add, record, wait_for_file
+from tests.testapp.tasks import add, record, stuck_in_c, wait_for_file
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -258,3 +258,29 @@ def test_jobs_a_redis_restart_lost_are_sent_again_and_run_once(use_redis, tmp_pa
         out = StringIO()
         call_command("jobinfo", stdout=out)
         assert "1000 jobs sent again after the broker lost them" in out.getvalue()
+
+
+def test_a_tracking_backlog_never_delays_timeouts_or_leases(use_redis, redis_server, jobworker,
+                                                             tmp_path):
+    """40,000 jobs' events wait to be recorded while a worker serves another queue: the job it
+    runs is still killed at its timeout, and a long job keeps its lease (runs once)."""
+    broker = use_redis(redis_server)
+    marker, release, started = tmp_path / "stuck", tmp_path / "release", tmp_path / "started"
+    worker = jobworker("high", "--concurrency", "2", env=FAST_LEASE)
+    long_job = wait_for_file.apply_async((str(release), str(started)), queue="high")
+    wait_until(started.exists, message="the long job to start")
+    add.map([(i, i) for i in range(40_000)], queue="low")  # not served: only their records
+    stuck = stuck_in_c.apply_async((str(marker),), queue="high")
+    wait_until(marker.exists, message="the stuck job to start")
+    began = time.monotonic()
+    with pytest.raises(JobFailed, match="TimeoutError"):
+        stuck.get(timeout=30)
+    assert time.monotonic() - began < 2.5  # its timeout is 1 s
+    assert Job.objects.count() < 40_002  # while the backlog was still being recorded
+    release.touch()
+    assert long_job.get(timeout=30) == "released"
+    worker.signal(signal.SIGTERM)
+    assert worker.wait() == 0, worker.output
+    assert long_job.job.attempts == 1  # its lease (1 s) was renewed all along
+    assert broker.tracking.sync(budget=60)
+    assert Job.objects.count() == 40_002
