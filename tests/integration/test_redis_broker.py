@@ -35,7 +35,7 @@ def test_options_must_name_a_server():
         RedisBroker(url="redis://127.0.0.1:1/0", prefix="{x}")
 
 
-def test_a_django_redis_cache_connection_can_be_shared(redis_server):
+def test_a_django_redis_cache_can_name_the_server(redis_server):
     caches = {"jobs": {"BACKEND": "django_redis.cache.RedisCache", "LOCATION": redis_server.url}}
     broker_settings = {"BACKEND": "jobqueue.brokers.redis.RedisBroker",
                        "OPTIONS": {"cache": "jobs", "prefix": "cachetest"}}
