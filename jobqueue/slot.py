@@ -123,6 +123,10 @@ class Slot:
         self.entries = context.RawArray(LeaseEntry, size)
         self.buffer = context.RawArray(ctypes.c_char, buffer_bytes)
         self.lock = context.Lock()
+        # The child's own index of its entries (a forked copy each): no scan per job.
+        self._free = list(range(size - 1, -1, -1))
+        self._where: dict[str, int] = {}
+        self._done: list[int] = []
 
     @contextmanager
     def _locked(self, timeout: float | None = None) -> Iterator[bool]:
@@ -136,10 +140,11 @@ class Slot:
     # -- the child -------------------------------------------------------------------------------
     def claimed(self, messages: Sequence[Message]) -> None:
         """Record a batch's leases before any of it runs (the supervisor renews them)."""
-        with self._locked():
-            free = (i for i, e in enumerate(self.entries) if e.state == EMPTY)
+        with self.lock:
             for message in messages:
-                entry = self.entries[next(free)]
+                index = self._free.pop()
+                self._where[message.id] = index
+                entry = self.entries[index]
                 entry.job_id = message.id.encode()
                 entry.token = message.token
                 entry.state = CLAIMED
@@ -148,11 +153,12 @@ class Slot:
         """Mark ``message`` running; False if the supervisor dropped it (canceled, or no longer
         this child's): it is not to run."""
         now = time.monotonic()
-        with self._locked():
-            index = self._index(message.id)
+        with self.lock:
+            index = self._where[message.id]
             entry = self.entries[index]
             if entry.state == DROPPED:
                 entry.state = EMPTY
+                self._forget(message.id)
                 return False
             entry.state = RUNNING
             h = self.header
@@ -171,30 +177,35 @@ class Slot:
     def finished(self, message: Message, record: bytes | None) -> None:
         """The job ended; ``record`` (its encoded outcome) joins the buffer unless None (too big
         for it: the caller acknowledges it at once)."""
-        with self._locked():
+        with self.lock:
             h = self.header
             if record is not None:
                 start = h.buffered
                 ctypes.memmove(ctypes.addressof(self.buffer) + start, record, len(record))
                 h.buffered = start + len(record)
-            self.entries[self._index(message.id)].state = DONE
+            index = self._where[message.id]
+            self.entries[index].state = DONE
+            self._done.append(index)
             h.running = -1
             h.deadline = 0.0
             h.jobs_done += 1
 
     def acked(self) -> None:
         """Every buffered outcome was acknowledged: forget them and their leases."""
-        with self._locked():
+        with self.lock:
             self.header.buffered = 0
-            for entry in self.entries:
-                if entry.state == DONE:
-                    entry.state = EMPTY
+            for index in self._done:
+                entry = self.entries[index]
+                entry.state = EMPTY
+                self._forget(entry.job_id.decode())
+            self._done.clear()
 
     def released(self, job_ids: Sequence[str]) -> None:
-        with self._locked():
-            for entry in self.entries:
-                if entry.state != EMPTY and entry.job_id.decode() in job_ids:
-                    entry.state = EMPTY
+        with self.lock:
+            for job_id in job_ids:
+                if job_id in self._where:
+                    self.entries[self._where[job_id]].state = EMPTY
+                    self._forget(job_id)
 
     def retire(self, reason: str) -> None:
         self.header.recycled = reason.encode()[:100]
@@ -202,12 +213,8 @@ class Slot:
     def mark_finished(self) -> None:
         self.header.finished = 1
 
-    def _index(self, job_id: str) -> int:
-        key = job_id.encode()
-        for i, entry in enumerate(self.entries):
-            if entry.state != EMPTY and entry.job_id == key:
-                return i
-        raise KeyError(job_id)
+    def _forget(self, job_id: str) -> None:
+        self._free.append(self._where.pop(job_id))
 
     # -- the supervisor --------------------------------------------------------------------------
     def leases(self) -> dict[str, tuple[Lease, int]] | None:
