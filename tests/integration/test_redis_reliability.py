@@ -405,3 +405,10 @@ def test_events_wait_in_the_stream_while_the_table_cannot_be_written(broker, red
     statuses = dict(Job.objects.values_list("id", "status"))
     assert len(statuses) == 10
     assert statuses[UUID(jobs[0].id)] == "succeeded"
+
+
+def test_an_outcome_kept_before_versions_is_still_read(broker, redis_server):
+    job_id = new_job_id()
+    outcome = '{"status": "succeeded", "result": "5", "ended_at": "2026-01-01T00:00:00+00:00"}'
+    redis_server.client().set(broker.key("r", job_id), outcome)
+    assert broker.state(job_id).status == "succeeded"

@@ -49,7 +49,9 @@ def moment(data: dict[str, Any], name: str) -> datetime | None:
 
 
 def split(value: str) -> tuple[int, dict[str, Any]]:
-    """A ``P:r:<id>`` value: (version, outcome)."""
+    """A ``P:r:<id>`` value: (version, outcome); one written before versions is bare JSON."""
+    if value.startswith("{"):
+        return 0, json.loads(value)
     version, _, data = value.partition("|")
     return int(version), json.loads(data)
 
