@@ -59,8 +59,14 @@ def runs(key_prefix: str = "") -> Counter:
 
 
 def row(job) -> Job:
-    get_broker().sync()
-    return Job.objects.get(id=job.id)
+    """The job's row once the Job table agrees with the broker (on Redis it follows)."""
+
+    def synced() -> Job | None:
+        get_broker().sync()
+        found = Job.objects.filter(id=job.id).first()
+        return found if found is not None and found.status == job.status else None
+
+    return wait_until(synced, message="the Job table to catch up")  # type: ignore[return-value]
 
 
 def jobs_in(status: str) -> int:
