@@ -63,6 +63,7 @@ def failure(
     """A failed run: scheduled again while retries remain, else failed for good."""
     now = timezone.now()
     job_id, task_name, attempts = message.id, message.task, message.attempts
+    token = message.token
     if retryable and attempts <= message.max_retries:
         try:
             backoff = registry.get_task(task_name).backoff(message)
@@ -73,12 +74,21 @@ def failure(
             "job=%s task=%s state=retry attempt=%s error=%s", job_id, task_name, attempts, error
         )
         return Outcome(
-            job_id, JobStatus.SCHEDULED, started_at, now, error=error, traceback=tb, run_at=run_at
+            job_id,
+            JobStatus.SCHEDULED,
+            started_at,
+            now,
+            error=error,
+            traceback=tb,
+            run_at=run_at,
+            token=token,
         )
     logger.warning(
         "job=%s task=%s state=failed attempts=%s error=%s", job_id, task_name, attempts, error
     )
-    return Outcome(job_id, JobStatus.FAILED, started_at, now, error=error, traceback=tb)
+    return Outcome(
+        job_id, JobStatus.FAILED, started_at, now, error=error, traceback=tb, token=token
+    )
 
 
 def execute(message: Message) -> Outcome:
@@ -107,4 +117,11 @@ def execute(message: Message) -> Outcome:
     finally:
         close_old_connections()
     logger.debug("job=%s task=%s state=succeeded", message.id, message.task)
-    return Outcome(message.id, JobStatus.SUCCEEDED, started_at, timezone.now(), result=result)
+    return Outcome(
+        message.id,
+        JobStatus.SUCCEEDED,
+        started_at,
+        timezone.now(),
+        result=result,
+        token=message.token,
+    )

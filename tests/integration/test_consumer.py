@@ -8,9 +8,11 @@ from django.utils import timezone
 
 from jobqueue import JobFailed, JobResult, ResultExpired
 from jobqueue.brokers.database import DatabaseBroker
-from jobqueue.consumer import Consumer, Slot
+from jobqueue.conf import get_settings
+from jobqueue.consumer import Consumer
 from jobqueue.message import new_job_id
 from jobqueue.models import Job
+from jobqueue.slot import Slot
 from tests.testapp.models import Note
 from tests.testapp.tasks import add, fail, fail_later, flaky, note_text
 
@@ -20,12 +22,12 @@ pytestmark = pytest.mark.django_db(transaction=True)
 def drain(queues=("high", "default", "low")):
     context = multiprocessing.get_context("fork")
     broker = DatabaseBroker()
-    slot = Slot(context)
+    slot = Slot(context, 2 * get_settings().MAX_BATCH + 2)
     try:
         Consumer(broker, queues, "test-worker", slot, context.RawValue("b", 0), burst=True).run()
     finally:
         broker.close()
-    return slot.read()
+    return {"jobs_done": slot.jobs_done, "slot": slot}
 
 
 def bad_row(task="tests.testapp.tasks.add", arguments='{"args":[1,2],"kwargs":{}}'):
@@ -157,3 +159,53 @@ def test_unknown_id_is_job_not_found():
         _ = JobResult(new_job_id()).status
     with pytest.raises(ValueError, match="not a job id"):
         JobResult("not-a-uuid")
+
+
+def test_an_ack_that_fails_keeps_its_outcomes_and_is_retried_before_claiming_more():
+    """Issue case 5: a flush that raises forgot the rest of its batch; now the outcomes stay
+    (in the slot too) and are acknowledged before anything more is claimed."""
+    from tests.testapp.brokers import FlakyFinishBroker
+    from tests.testapp.models import Run
+    from tests.testapp.worker_tasks import count
+
+    jobs = [count.delay(f"k{i}") for i in range(5)]
+    context = multiprocessing.get_context("fork")
+    broker = FlakyFinishBroker(failures=2)
+    slot = Slot(context, 2 * get_settings().MAX_BATCH + 2)
+    try:
+        Consumer(broker, ["default"], "w", slot, context.RawValue("b", 0), burst=True).run()
+    finally:
+        broker.close()
+    assert [j.status for j in jobs] == ["succeeded"] * 5
+    assert sorted(Run.objects.values_list("key", flat=True)) == [f"k{i}" for i in range(5)]
+    calls = broker.calls
+    first_failure = calls.index("finish-failed")
+    # From the first failed ack on, nothing is claimed until an ack went through.
+    assert "claim" not in calls[first_failure : calls.index("finish")]
+    assert calls.count("finish-failed") == 2
+    assert slot.header.buffered == 0
+
+
+def test_a_job_dropped_by_the_supervisor_is_not_started():
+    """A job of the batch that was canceled (or is no longer this child's) before its turn is
+    skipped: its run would be refused anyway."""
+    from tests.testapp.models import Run
+    from tests.testapp.worker_tasks import count
+
+    first, second = count.delay("first"), count.delay("second")
+    context = multiprocessing.get_context("fork")
+    broker = DatabaseBroker()
+    slot = Slot(context, 8)
+    consumer = Consumer(broker, ["default"], "w", slot, context.RawValue("b", 0))
+    try:
+        messages = broker.claim(["default"], "w", 2)
+        slot.claimed(messages)
+        assert second.cancel()
+        slot.drop({second.id})  # what the supervisor does on seeing the cancel
+        consumer.run_batch(messages)
+        consumer.flush()
+    finally:
+        broker.close()
+    assert list(Run.objects.values_list("key", flat=True)) == ["first"]
+    assert (first.status, second.status) == ("succeeded", "canceled")
+    assert slot.leases() == {}

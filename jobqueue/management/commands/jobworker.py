@@ -27,6 +27,18 @@ class Command(BaseCommand):
             help="Number of worker processes (default 1).",
         )
         parser.add_argument("--name", help="Worker name (default: host.pid).")
+        parser.add_argument(
+            "--max-jobs",
+            type=int,
+            metavar="N",
+            help="Replace a process after it has run N jobs (its jobs acknowledged first).",
+        )
+        parser.add_argument(
+            "--max-memory",
+            type=float,
+            metavar="MB",
+            help="Replace a process whose resident memory passed MB after a job.",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         logger = logging.getLogger("jobqueue")
@@ -45,6 +57,8 @@ class Command(BaseCommand):
                 concurrency=options["concurrency"],
                 burst=options["burst"],
                 name=options["name"],
+                max_jobs=options["max_jobs"],
+                max_memory=options["max_memory"],
             )
         except ValueError as exc:
             raise CommandError(str(exc)) from exc
