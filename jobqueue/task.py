@@ -14,6 +14,7 @@ from jobqueue import registry
 from jobqueue.conf import get_settings
 from jobqueue.exceptions import ConfigurationError
 from jobqueue.message import Message
+from jobqueue.schedules import from_declaration
 from jobqueue.serialization import json_text, to_jsonable
 
 if TYPE_CHECKING:
@@ -46,6 +47,7 @@ class Task(Generic[P, R]):
         max_retries: int = 0,
         retry_backoff: float = 1.0,
         timeout: float | None = None,
+        schedule: Any = None,
     ) -> None:
         if not isinstance(max_retries, int) or max_retries < 0:
             raise ConfigurationError(f"max_retries must be an int >= 0, not {max_retries!r}")
@@ -61,6 +63,7 @@ class Task(Generic[P, R]):
         self.max_retries = max_retries
         self.retry_backoff = float(retry_backoff)
         self.timeout = timeout
+        self.schedule = None if schedule is None else from_declaration(schedule)
         self.signature = inspect.signature(func)
         self._imported_under: Any = None
         self._imported = False
@@ -189,9 +192,11 @@ def task(
     max_retries: int = ...,
     retry_backoff: float = ...,
     timeout: float | None = ...,
+    schedule: Any = ...,
 ) -> Callable[[Callable[P, R]], Task[P, R]]: ...
 def task(func: Callable[..., Any] | None = None, /, **options: Any) -> Any:
-    """Register ``func`` as a task: ``@task`` or ``@task(queue=..., max_retries=..., ...)``."""
+    """Register ``func`` as a task: ``@task`` or ``@task(queue=..., max_retries=..., ...)``;
+    ``schedule=`` (a cron string, ``Cron(...)`` or a timedelta) also runs it periodically."""
 
     def decorate(f: Callable[P, R]) -> Task[P, R]:
         t: Task[P, R] = Task(f, **options)

@@ -29,6 +29,7 @@ from jobqueue.consumer import Consumer, Slot
 from jobqueue.exceptions import BrokerError
 from jobqueue.execution import failure
 from jobqueue.message import Message
+from jobqueue.scheduler import Scheduler
 from jobqueue.signals import die_with_parent, ignore_shutdown_signals, shutdown_requests
 
 logger = logging.getLogger(__name__)
@@ -73,6 +74,7 @@ class Supervisor:
         concurrency: int = 1,
         burst: bool = False,
         name: str | None = None,
+        scheduler: bool = True,
     ) -> None:
         conf = get_settings()
         self.queues = list(queues or conf.QUEUES)
@@ -93,6 +95,7 @@ class Supervisor:
         self.broker = get_broker()
         self.next_heartbeat = 0.0
         self.next_tick = 0.0
+        self.scheduler = Scheduler() if scheduler else None
 
     # -- life cycle ------------------------------------------------------------------------------
     def run(self) -> int:
@@ -161,6 +164,8 @@ class Supervisor:
             self.heartbeat()
         else:
             self.record_workers()
+        if self.scheduler is not None:
+            self.scheduler.step()
 
     def alive(self) -> bool:
         return any(c.process is not None for c in self.children)

@@ -26,6 +26,11 @@ class Command(BaseCommand):
             help="Number of worker processes (default 1).",
         )
         parser.add_argument("--name", help="Worker name (default: host.pid).")
+        parser.add_argument(
+            "--no-scheduler",
+            action="store_true",
+            help="Do not send the jobs of periodic schedules from this worker.",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         logger = logging.getLogger("jobqueue")
@@ -40,6 +45,7 @@ class Command(BaseCommand):
                 concurrency=options["concurrency"],
                 burst=options["burst"],
                 name=options["name"],
+                scheduler=not options["no_scheduler"],
             )
         except ValueError as exc:
             raise CommandError(str(exc)) from exc

@@ -1,0 +1,179 @@
+"""The scheduler: turns the ticks of enabled schedules into jobs, once each, however many run.
+
+Every worker supervisor runs one (``jobworker --no-scheduler`` opts out). About once a second it
+reads the enabled schedules (one query; nothing more when nothing is due) and, for each due tick,
+sends its job in one database transaction that also
+
+- moves the schedule's ``last_tick`` forward, only if it is still before this tick (a
+  compare-and-set: a scheduler that lost the race changes nothing, and a tick older than one
+  already sent is never sent after it), and
+- writes the (schedule, tick) row, unique, as Procrastinate's periodic deferrer and Solid Queue's
+  recurring executions do.
+
+The job goes through the broker's public ``enqueue`` inside that transaction: the database
+broker writes the Job row in it; the Redis broker writes the job to its outbox in it and delivers
+it when it commits (never, if it rolls back). A scheduler that loses the race rolls back its job
+with its tick row, on either broker.
+
+After downtime a schedule's ``catch_up`` decides (see ``due_ticks``).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.db import IntegrityError, router, transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from jobqueue.brokers import get_broker
+from jobqueue.exceptions import BrokerError, JobQueueError
+from jobqueue.schedule_sync import build_message, sync
+from jobqueue.schedules import Timing
+
+logger = logging.getLogger(__name__)
+
+POLL = 1.0  # seconds between reads of the schedules
+ON_TIME = timedelta(seconds=10)  # a tick sent later than this after its time was "missed"
+CATCH_UP_LIMIT = 100  # ticks sent at most for one catch-up with catch_up="all"
+
+
+def due_ticks(
+    timing: Timing,
+    after: datetime,
+    now: datetime,
+    catch_up: str = "latest",
+    max_delay: int | None = None,
+) -> list[datetime]:
+    """The ticks to send now, oldest first, for a schedule whose ticks up to ``after`` are done.
+
+    Ticks at most ``ON_TIME`` late are all sent, whatever the policy. Once one is later than that
+    (the schedulers were down), ``catch_up`` decides: ``latest`` sends the last due tick once,
+    ``skip`` only the ticks still on time, ``all`` each due tick (the last ``CATCH_UP_LIMIT``).
+    A tick more than ``max_delay`` seconds late is never sent.
+
+    E.g. ``"0 * * * *"`` (hourly), schedulers down from 09:50 to 12:20: ``latest`` sends the
+    12:00 tick at 12:20, ``skip`` sends nothing until 13:00, ``all`` sends 10:00, 11:00 and
+    12:00; with ``max_delay=3600`` ``all`` sends only 12:00 (10:00 and 11:00 are too late).
+    """
+    first = timing.next_after(after)
+    if first > now:
+        return []
+    if now - first <= ON_TIME:
+        return timing.ticks(after, now)
+    if catch_up == "skip":
+        found = timing.ticks(max(after, now - ON_TIME), now)
+    elif catch_up == "all":
+        found = timing.latest_ticks(after, now, CATCH_UP_LIMIT)
+    else:
+        found = timing.latest_ticks(after, now, 1)
+    if max_delay is not None:
+        oldest = now - timedelta(seconds=max_delay)
+        found = [tick for tick in found if tick >= oldest]
+    return found
+
+
+def owed_after(schedule: Any) -> datetime:
+    """Ticks up to this instant are done (sent, or not owed: before the schedule began)."""
+    last = schedule.last_tick
+    return max(last, schedule.since) if last is not None else schedule.since
+
+
+def send(schedule: Any, tick: datetime, *, manual: bool = False) -> str | None:
+    """Send the job of ``schedule``'s ``tick``; return its id, or None when another scheduler
+    sent it (or a later tick) first. ``manual``: a "run now", not a tick of the clock."""
+    from jobqueue.models import Schedule, ScheduleTick
+
+    message = build_message(
+        schedule.task,
+        schedule.args,
+        schedule.kwargs,
+        queue=schedule.queue,
+        priority=schedule.priority,
+        tick=tick,
+    )
+    now = timezone.now()
+    rows = Schedule.objects.filter(pk=schedule.pk)
+    changes: dict[str, Any] = {"last_job_id": message.id, "last_run_at": now}
+    if not manual:
+        rows = rows.filter(Q(last_tick__isnull=True) | Q(last_tick__lt=tick), enabled=True)
+        changes["last_tick"] = tick
+    try:
+        with transaction.atomic(using=router.db_for_write(Schedule)):
+            if not rows.update(**changes):
+                return None
+            ScheduleTick.objects.create(
+                schedule_id=schedule.pk, tick=tick, job_id=message.id, manual=manual, created_at=now
+            )
+            get_broker().enqueue([message])
+    except IntegrityError:
+        return None
+    logger.info(
+        "schedule=%s job=%s task=%s tick=%s state=sent%s",
+        schedule.name,
+        message.id,
+        schedule.task,
+        tick.isoformat(),
+        " manual=true" if manual else "",
+    )
+    return message.id
+
+
+def run_now(schedule: Any) -> str:
+    """Send one job of ``schedule`` now, outside its timing (the admin's "run now")."""
+    job_id = send(schedule, timezone.now(), manual=True)
+    if job_id is None:
+        raise JobQueueError(f"schedule {schedule.name!r} no longer exists")
+    return job_id
+
+
+class Scheduler:
+    """The scheduler of one worker supervisor: ``step()`` at every turn of its loop."""
+
+    def __init__(self) -> None:
+        self.next_poll = 0.0
+        self.synced = False
+        self.reported: dict[int, Any] = {}  # schedules whose jobs cannot be built, as reported
+
+    def step(self) -> int:
+        """Send what is due, at most once per ``POLL`` seconds; return how many jobs."""
+        if time.monotonic() < self.next_poll:
+            return 0
+        self.next_poll = time.monotonic() + POLL
+        if not self.synced:
+            counts = sync()
+            self.synced = True
+            logger.info(
+                "state=schedules-synced %s", " ".join(f"{k}={v}" for k, v in counts.items())
+            )
+        return self.run_once(timezone.now())
+
+    def run_once(self, now: datetime) -> int:
+        """One pass at the instant ``now`` (tests give their own)."""
+        from jobqueue.models import Schedule
+
+        sent = 0
+        for schedule in Schedule.objects.filter(enabled=True):
+            try:
+                ticks = due_ticks(
+                    schedule.timing(),
+                    owed_after(schedule),
+                    now,
+                    schedule.catch_up,
+                    schedule.max_delay,
+                )
+                for tick in ticks:
+                    if send(schedule, tick):
+                        sent += 1
+            except BrokerError:
+                raise  # the supervisor's guard handles an unreachable broker
+            except (JobQueueError, TypeError, ValueError) as exc:
+                # A schedule this worker cannot send (a task it does not know, arguments that no
+                # longer fit): said once per version of the schedule, the others go on.
+                if self.reported.get(schedule.pk) != schedule.updated_at:
+                    self.reported[schedule.pk] = schedule.updated_at
+                    logger.error("schedule=%s state=invalid error=%s", schedule.name, exc)
+        return sent
