@@ -1,0 +1,172 @@
+"""The scheduler on both brokers, driven with given instants: one job per tick, linked to its
+schedule; catch-up after downtime; the sync of schedules declared in code."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from django.db import IntegrityError, transaction
+from django.test import override_settings
+
+from jobqueue.execution import decode_arguments
+from jobqueue.models import Job, Outbox, Schedule, ScheduleTick
+from jobqueue.schedule_sync import sync
+from jobqueue.scheduler import Scheduler, send
+from tests.integration import schedule_tasks  # noqa: F401 (registers the tasks)
+
+TASKS = "tests.integration.schedule_tasks"
+pytestmark = pytest.mark.jobqueue(TASK_MODULES=[TASKS])
+
+T0 = datetime(2025, 6, 1, 9, 0, tzinfo=UTC)
+
+
+def at(**delta: float) -> datetime:
+    return T0 + timedelta(**delta)
+
+
+def make(name: str = "greet", **fields: Any) -> Schedule:
+    values: dict[str, Any] = {
+        "task": f"{TASKS}.greet", "cron": "0 * * * *", "kwargs": {"name": "ada"}, "since": T0,
+    }
+    values.update(fields)
+    return Schedule.objects.create(name=name, **values)
+
+
+def jobs_of(broker: Any, schedule: Schedule) -> list[Job]:
+    broker.sync()  # Redis: the Job table is written from its event stream
+    return list(Job.objects.filter(schedule_tick__schedule=schedule).order_by("run_at"))
+
+
+def test_a_tick_becomes_one_job_linked_to_its_schedule(broker):
+    schedule = make(queue="low", priority=7)
+    scheduler = Scheduler()
+    assert scheduler.run_once(at(minutes=59)) == 0
+    assert scheduler.run_once(at(hours=1, seconds=2)) == 1
+    assert scheduler.run_once(at(hours=1, seconds=3)) == 0  # sent already
+    assert Scheduler().run_once(at(hours=1, seconds=4)) == 0  # by another scheduler too
+    [job] = jobs_of(broker, schedule)
+    assert job.run_at == at(hours=1)
+    assert (job.task, job.queue, job.priority) == (f"{TASKS}.greet", "low", 7)
+    assert job.schedule_tick.schedule == schedule and not job.schedule_tick.manual
+    assert decode_arguments(job.arguments) == (["ada"], {})
+    schedule.refresh_from_db()
+    assert (schedule.last_tick, str(schedule.last_job_id)) == (at(hours=1), str(job.id))
+
+
+def test_the_task_gets_its_tick_when_it_asks(broker, tmp_path):
+    schedule = make("tick", task=f"{TASKS}.tick", cron="", interval=30,
+                    kwargs={"path": str(tmp_path / "ticks")})
+    assert Scheduler().run_once(at(seconds=31)) == 1
+    [job] = jobs_of(broker, schedule)
+    assert decode_arguments(job.arguments)[0] == [str(tmp_path / "ticks"), at(seconds=30)]
+    assert job.run_at == at(seconds=30)
+
+
+def test_a_losing_scheduler_rolls_its_job_back(broker):
+    """Another scheduler's tick row is there first: this one's job is rolled back with its
+    own; nothing reaches the broker."""
+    schedule = make()
+    ScheduleTick.objects.create(schedule=schedule, tick=at(hours=1),
+                                job_id="00000000-0000-7000-8000-000000000001")
+    assert send(schedule, at(hours=1)) is None
+    assert jobs_of(broker, schedule) == []
+    assert not Outbox.objects.exists()
+    assert broker.counts() == {}
+    schedule.refresh_from_db()
+    assert schedule.last_tick is None  # rolled back too
+    with pytest.raises(IntegrityError), transaction.atomic():
+        ScheduleTick.objects.create(schedule=schedule, tick=at(hours=1), job_id=
+                                    "00000000-0000-7000-8000-000000000002")
+
+
+def test_an_older_tick_is_never_sent_after_a_newer_one(broker):
+    schedule = make()
+    stale = Schedule.objects.get(pk=schedule.pk)  # as a slower scheduler read it
+    assert send(schedule, at(hours=2))
+    assert send(stale, at(hours=1)) is None
+    assert [j.run_at for j in jobs_of(broker, schedule)] == [at(hours=2)]
+
+
+def test_a_paused_schedule_sends_nothing(broker):
+    schedule = make(enabled=False)
+    assert Scheduler().run_once(at(hours=3)) == 0
+    stale = Schedule.objects.get(pk=schedule.pk)
+    stale.enabled = True  # read before the pause
+    assert send(stale, at(hours=1)) is None
+    assert jobs_of(broker, schedule) == []
+
+
+@pytest.mark.parametrize(("policy", "max_delay", "expected"), [
+    ("latest", None, [12]),
+    ("skip", None, []),
+    ("all", None, [10, 11, 12]),
+    ("all", 3600, [12]),
+])
+def test_catch_up_after_downtime(broker, policy, max_delay, expected):
+    """Hourly; the 09:00 tick was sent, then every scheduler was down until 12:20."""
+    schedule = make(catch_up=policy, max_delay=max_delay)
+    scheduler = Scheduler()
+    assert scheduler.run_once(at(seconds=1)) == 0  # 09:00 is not after `since`
+    schedule.last_tick = T0
+    schedule.save()
+    assert scheduler.run_once(at(hours=3, minutes=20)) == len(expected)
+    assert scheduler.run_once(at(hours=3, minutes=21)) == 0
+    assert [j.run_at.hour for j in jobs_of(broker, schedule)] == expected
+    assert scheduler.run_once(at(hours=4, seconds=1)) == 1  # and on time again after
+    assert jobs_of(broker, schedule)[-1].run_at == at(hours=4)
+
+
+def test_a_schedule_the_worker_cannot_send_is_logged_and_the_others_go_on(broker, caplog):
+    make("broken", task="nowhere.task")
+    good = make("good")
+    scheduler = Scheduler()
+    assert scheduler.run_once(at(hours=1, seconds=1)) == 1
+    assert scheduler.run_once(at(hours=2, seconds=1)) == 1
+    assert len(jobs_of(broker, good)) == 2
+    errors = [r.getMessage() for r in caplog.records if "state=invalid" in r.getMessage()]
+    assert len(errors) == 1 and "no task named 'nowhere.task'" in errors[0]  # said once
+
+
+# -- sync from code -------------------------------------------------------------------------------
+def declared(**schedules: dict) -> Any:
+    from django.conf import settings
+
+    return override_settings(JOBQUEUE={**settings.JOBQUEUE, "TASK_MODULES": [TASKS],
+                                       "SCHEDULES": schedules})
+
+
+@pytest.mark.django_db
+def test_sync_creates_updates_and_disables_but_never_deletes():
+    greet = {"task": f"{TASKS}.greet", "cron": "0 6 * * 1", "kwargs": {"name": "fr"},
+             "timezone": "Europe/Paris", "queue": "low"}
+    with declared(fr=greet, ping={"task": f"{TASKS}.greet", "every": 60, "args": ["x"]}):
+        assert sync(T0) == {"created": 2, "updated": 0, "disabled": 0}
+        assert sync(T0) == {"created": 0, "updated": 0, "disabled": 0}
+    fr = Schedule.objects.get(name="fr")
+    assert (fr.cron, fr.timezone, fr.kwargs, fr.queue, fr.origin) == (
+        "0 6 * * 1", "Europe/Paris", {"name": "fr"}, "low", "code")
+    assert Schedule.objects.get(name="ping").interval == 60
+
+    # An edit in the admin stands while the code does not change...
+    Schedule.objects.filter(name="fr").update(queue="high", enabled=False)
+    with declared(fr=greet, ping={"task": f"{TASKS}.greet", "every": 60, "args": ["x"]}):
+        assert sync(at(hours=1)) == {"created": 0, "updated": 0, "disabled": 0}
+    assert Schedule.objects.filter(name="fr", queue="high", enabled=False).exists()
+
+    # ...the code's change wins; a schedule no longer declared is disabled, not deleted.
+    with declared(fr={**greet, "cron": "0 7 * * 1"}):
+        assert sync(at(hours=2)) == {"created": 0, "updated": 1, "disabled": 1}
+    fr.refresh_from_db()
+    assert (fr.cron, fr.queue, fr.enabled, fr.since) == ("0 7 * * 1", "low", True, at(hours=2))
+    ping = Schedule.objects.get(name="ping")
+    assert not ping.enabled and ping.declared is None
+
+
+@pytest.mark.django_db
+def test_sync_leaves_admin_schedules_alone():
+    make("mine")
+    with declared():
+        assert sync(T0) == {"created": 0, "updated": 0, "disabled": 0}
+    assert Schedule.objects.get(name="mine").enabled
