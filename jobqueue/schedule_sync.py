@@ -268,3 +268,28 @@ def check_schedules(app_configs: Any = None, **kwargs: Any) -> list[Any]:
             for problem in check(declaration)
         ]
     return messages
+
+
+def overview(now: datetime | None = None) -> list[dict[str, Any]]:
+    """Each schedule with its next run and lag (how late its oldest unsent due tick is: a lag
+    that grows means no scheduler is running), for ``jobinfo`` and ``jobschedules``."""
+    from jobqueue.models import Schedule
+    from jobqueue.scheduler import owed_after
+
+    now = now or timezone.now()
+    rows = []
+    for schedule in Schedule.objects.all():
+        row: dict[str, Any] = {"schedule": schedule, "when": "", "next": None, "lag": None}
+        try:
+            when = schedule.timing()
+            row["when"] = str(when)
+            due = when.next_after(owed_after(schedule))
+        except ConfigurationError as exc:
+            row["when"] = f"invalid: {exc}"
+            rows.append(row)
+            continue
+        if schedule.enabled:
+            row["next"] = due if due > now else when.next_after(now)
+            row["lag"] = max(now - due, timedelta(0))
+        rows.append(row)
+    return rows
