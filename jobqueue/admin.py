@@ -26,7 +26,7 @@ from django.http import HttpRequest, JsonResponse
 from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
-from django.utils.safestring import SafeString
+from django.utils.safestring import SafeString, mark_safe
 from django.utils.translation import ngettext
 
 from jobqueue.brokers import get_broker
@@ -503,7 +503,7 @@ class ScheduleAdmin(admin.ModelAdmin):
             '<p id="schedule-preview-error" class="errornote"{}>{}</p>',
             url,
             items,
-            "" if error else " hidden",
+            "" if error else mark_safe(' style="display: none"'),
             error,
         )
 

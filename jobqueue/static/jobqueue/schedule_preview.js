@@ -21,7 +21,7 @@ window.addEventListener("load", function () {
                     return item;
                 }));
                 error.textContent = data.error;
-                error.hidden = !data.error;
+                error.style.display = data.error ? "" : "none";  // .errornote sets display
                 list.dataset.state = "fresh";
             });
     }
