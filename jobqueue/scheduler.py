@@ -26,7 +26,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.db import IntegrityError, router, transaction
-from django.db.models import Q
+from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 
 from jobqueue.brokers import get_broker
@@ -39,6 +39,9 @@ logger = logging.getLogger(__name__)
 POLL = 1.0  # seconds between reads of the schedules
 ON_TIME = timedelta(seconds=10)  # a tick sent later than this after its time was "missed"
 CATCH_UP_LIMIT = 100  # ticks sent at most for one catch-up with catch_up="all"
+PRUNE_EVERY = 3600.0  # seconds between prunings of tick rows whose job was purged
+PRUNE_AFTER = timedelta(days=1)  # tick rows younger than this are kept, purged job or not
+PRUNE_BATCH = 1000
 
 
 def due_ticks(
@@ -130,6 +133,22 @@ def run_now(schedule: Any) -> str:
     return job_id
 
 
+def prune(now: datetime | None = None) -> int:
+    """Delete tick rows whose job is gone (purged) and that are older than ``PRUNE_AFTER``: the
+    table does not grow for ever, and a tick that old is never sent again anyway (``last_tick``
+    is past it). Returns how many, at most ``PRUNE_BATCH`` a call."""
+    from jobqueue.models import Job, ScheduleTick
+
+    cutoff = (now or timezone.now()) - PRUNE_AFTER
+    orphans = (
+        ScheduleTick.objects.filter(created_at__lt=cutoff)
+        .filter(~Exists(Job.objects.filter(pk=OuterRef("job_id"))))
+        .values_list("pk", flat=True)[:PRUNE_BATCH]
+    )
+    deleted, _ = ScheduleTick.objects.filter(pk__in=list(orphans)).delete()
+    return deleted
+
+
 class Scheduler:
     """The scheduler of one worker supervisor: ``step()`` at every turn of its loop."""
 
@@ -137,6 +156,7 @@ class Scheduler:
         self.next_poll = 0.0
         self.synced = False
         self.reported: dict[int, Any] = {}  # schedules whose jobs cannot be built, as reported
+        self.next_prune = time.monotonic() + PRUNE_EVERY
 
     def step(self) -> int:
         """Send what is due, at most once per ``POLL`` seconds; return how many jobs."""
@@ -149,7 +169,11 @@ class Scheduler:
             logger.info(
                 "state=schedules-synced %s", " ".join(f"{k}={v}" for k, v in counts.items())
             )
-        return self.run_once(timezone.now())
+        sent = self.run_once(timezone.now())
+        if time.monotonic() >= self.next_prune:
+            self.next_prune = time.monotonic() + PRUNE_EVERY
+            prune()
+        return sent
 
     def run_once(self, now: datetime) -> int:
         """One pass at the instant ``now`` (tests give their own)."""

@@ -39,15 +39,19 @@ def test_three_schedulers_send_each_tick_once(broker, jobworker, worker_env, tmp
                                        kwargs={"path": str(log), "fail_every": 7},
                                        since=timezone.now())
     workers = [jobworker("--name", f"sched{i}", env=env) for i in range(3)]
+    bystander = jobworker("--name", "nosched", "--no-scheduler", env=env)
     wait_until(lambda: len(ran(log)) >= TICKS, timeout=90, message=f"{TICKS} ticks run")
     Schedule.objects.filter(pk=schedule.pk).update(enabled=False)
     sent = wait_until(lambda: (n := ScheduleTick.objects.filter(schedule=schedule).count())
                       == len(ran(log)) and n, message="the last jobs sent to run")
-    for worker in workers:
+    for worker in [*workers, bystander]:
         worker.signal(signal.SIGTERM)
     for worker in workers:
         assert worker.wait() == 0, worker.output
         assert "state=schedules-synced" in worker.output  # its scheduler ran
+    assert bystander.wait() == 0, bystander.output
+    assert "state=sent" not in bystander.output  # --no-scheduler: it only ran jobs
+    assert "schedules-synced" not in bystander.output
 
     ticks = sorted(ran(log))
     assert len(ticks) == len(set(ticks)) == sent >= TICKS, "a tick ran twice"

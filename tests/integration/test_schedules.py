@@ -170,3 +170,19 @@ def test_sync_leaves_admin_schedules_alone():
     with declared():
         assert sync(T0) == {"created": 0, "updated": 0, "disabled": 0}
     assert Schedule.objects.get(name="mine").enabled
+
+
+def test_ticks_of_purged_jobs_are_pruned(broker):
+    from jobqueue.scheduler import prune
+
+    schedule = make()
+    Scheduler().run_once(at(hours=1, seconds=1))
+    Scheduler().run_once(at(hours=2, seconds=1))
+    [old, new] = ScheduleTick.objects.order_by("tick")
+    ScheduleTick.objects.update(created_at=T0)
+    broker.sync()
+    Job.objects.filter(id=old.job_id).delete()  # purged
+    assert prune(at(days=1, seconds=-1)) == 0  # too young
+    assert prune(at(days=2)) == 1
+    assert list(ScheduleTick.objects.all()) == [new]
+    assert len(jobs_of(broker, schedule)) == 1
