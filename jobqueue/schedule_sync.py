@@ -9,6 +9,7 @@ until its declaration changes.
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
@@ -112,6 +113,11 @@ def check(declaration: Declaration | Any) -> list[str]:
         isinstance(max_delay, bool) or not isinstance(max_delay, int) or max_delay < 1
     ):
         problems.append(f"max_delay {max_delay!r}: expected whole seconds, at least 1, or None")
+    try:
+        json.dumps([declaration.args, declaration.kwargs])
+    except (TypeError, ValueError) as exc:
+        problems.append(f"args and kwargs are stored as plain JSON: {exc}")
+        return problems
     try:
         build_message(
             declaration.task,

@@ -47,6 +47,7 @@ def test_good_declarations_pass():
     ({"task": f"{TASKS}.greet", "every": 60, "args": ["x"], "queue": "urgent"},
      "unknown queue 'urgent'"),
     ({"task": f"{TASKS}.greet", "evry": 60}, "unknown keys ['evry']"),
+    ({"task": f"{TASKS}.greet", "every": 60, "args": [timedelta(1)]}, "stored as plain JSON"),
 ])
 def test_bad_declarations_are_reported_with_the_reason(entry, message):
     [(_, text)] = problems(bad=entry)
