@@ -88,7 +88,7 @@ def owed_after(schedule: Any) -> datetime:
 def send(schedule: Any, tick: datetime, *, manual: bool = False) -> str | None:
     """Send the job of ``schedule``'s ``tick``; return its id, or None when another scheduler
     sent it (or a later tick) first. ``manual``: a "run now", not a tick of the clock."""
-    from jobqueue.models import Schedule, ScheduleTick
+    from jobqueue.models import Job, Schedule, ScheduleTick
 
     message = build_message(
         schedule.task,
@@ -99,16 +99,19 @@ def send(schedule: Any, tick: datetime, *, manual: bool = False) -> str | None:
         tick=tick,
     )
     now = timezone.now()
-    rows = Schedule.objects.filter(pk=schedule.pk)
+    # The transaction is on the Job table's database: the broker writes the job (or its outbox
+    # entry) there, so the schedule's rows must be written there too.
+    alias = router.db_for_write(Job)
+    rows = Schedule.objects.using(alias).filter(pk=schedule.pk)
     changes: dict[str, Any] = {"last_job_id": message.id, "last_run_at": now}
     if not manual:
         rows = rows.filter(Q(last_tick__isnull=True) | Q(last_tick__lt=tick), enabled=True)
         changes["last_tick"] = tick
     try:
-        with transaction.atomic(using=router.db_for_write(Schedule)):
+        with transaction.atomic(using=alias):
             if not rows.update(**changes):
                 return None
-            ScheduleTick.objects.create(
+            ScheduleTick.objects.using(alias).create(
                 schedule_id=schedule.pk, tick=tick, job_id=message.id, manual=manual, created_at=now
             )
             get_broker().enqueue([message])

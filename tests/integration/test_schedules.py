@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.test import override_settings
 
@@ -131,8 +132,6 @@ def test_a_schedule_the_worker_cannot_send_is_logged_and_the_others_go_on(broker
 
 # -- sync from code -------------------------------------------------------------------------------
 def declared(**schedules: dict) -> Any:
-    from django.conf import settings
-
     return override_settings(JOBQUEUE={**settings.JOBQUEUE, "TASK_MODULES": [TASKS],
                                        "SCHEDULES": schedules})
 
@@ -186,3 +185,21 @@ def test_ticks_of_purged_jobs_are_pruned(broker):
     assert prune(at(days=2)) == 1
     assert list(ScheduleTick.objects.all()) == [new]
     assert len(jobs_of(broker, schedule)) == 1
+
+
+@pytest.mark.django_db
+def test_a_task_declared_with_a_schedule_is_synced_under_its_name():
+    from jobqueue import Cron, registry, task
+
+    @task(name=f"{TASKS}.declared", schedule=Cron("0 3 * * *", timezone="Europe/Paris"))
+    def declared_task(scheduled_at=None):
+        pass
+
+    try:
+        with override_settings(JOBQUEUE={**settings.JOBQUEUE, "TASK_MODULES": [__name__]}):
+            assert sync(T0)["created"] == 1
+        row = Schedule.objects.get(name=f"{TASKS}.declared")
+        assert (row.task, row.cron, row.timezone, row.origin) == (
+            f"{TASKS}.declared", "0 3 * * *", "Europe/Paris", "code")
+    finally:
+        registry._tasks.pop(f"{TASKS}.declared")
