@@ -25,7 +25,7 @@ import time
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.db import IntegrityError, router, transaction
+from django.db import IntegrityError, connections, router, transaction
 from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 
@@ -167,6 +167,8 @@ class Scheduler:
             return 0
         self.next_poll = time.monotonic() + POLL
         if not self.synced:
+            if not self.installed():
+                return 0
             counts = sync()
             self.synced = True
             logger.info(
@@ -177,6 +179,21 @@ class Scheduler:
             self.next_prune = time.monotonic() + PRUNE_EVERY
             prune()
         return sent
+
+    def installed(self) -> bool:
+        """Whether the schedule tables exist; if not (jobqueue upgraded, not yet migrated), the
+        scheduler says so once and stays off, instead of failing every second."""
+        from jobqueue.models import Job, Schedule
+
+        connection = connections[router.db_for_write(Job)]
+        if Schedule._meta.db_table in connection.introspection.table_names():
+            return True
+        logger.error(
+            "state=scheduler-off error=the table %s is missing: run manage.py migrate",
+            Schedule._meta.db_table,
+        )
+        self.next_poll = float("inf")
+        return False
 
     def run_once(self, now: datetime) -> int:
         """One pass at the instant ``now`` (tests give their own)."""

@@ -203,3 +203,15 @@ def test_a_task_declared_with_a_schedule_is_synced_under_its_name():
             f"{TASKS}.declared", "0 3 * * *", "Europe/Paris", "code")
     finally:
         registry._tasks.pop(f"{TASKS}.declared")
+
+
+@pytest.mark.django_db
+def test_the_scheduler_stays_off_without_its_tables(caplog, monkeypatch):
+    from django.db import connection
+
+    monkeypatch.setattr(type(connection.introspection), "table_names", lambda self: [])
+    scheduler = Scheduler()
+    assert scheduler.step() == 0
+    assert scheduler.step() == 0
+    errors = [r.getMessage() for r in caplog.records if "scheduler-off" in r.getMessage()]
+    assert len(errors) == 1 and "run manage.py migrate" in errors[0]
