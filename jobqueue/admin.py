@@ -111,6 +111,19 @@ class ScheduleFilter(admin.SimpleListFilter):
         return queryset.filter(schedule_tick__schedule_id=value) if value else queryset
 
 
+class ResentFilter(admin.SimpleListFilter):
+    """Jobs the broker lost (Redis restarted without persistence) and reconciliation sent again."""
+
+    title = "sent again after broker loss"
+    parameter_name = "resent"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [("yes", "yes")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Job]) -> QuerySet[Job]:
+        return queryset.filter(resent__gt=0) if self.value() == "yes" else queryset
+
+
 class ReadOnlyAdmin(admin.ModelAdmin):
     """Rows that only the broker and workers write: viewable, never added or edited here."""
 
@@ -138,7 +151,7 @@ class JobAdmin(ReadOnlyAdmin):
         "duration_display",
         "worker",
     )
-    list_filter = ("status", QueueFilter, TaskFilter, ScheduleFilter)
+    list_filter = ("status", QueueFilter, TaskFilter, ScheduleFilter, ResentFilter)
     search_fields = ("task",)  # and ids: see get_search_results
     search_help_text = "A job id, or part of a task name."
     ordering = ("-enqueued_at",)
@@ -163,6 +176,7 @@ class JobAdmin(ReadOnlyAdmin):
                     "max_retries",
                     "timeout",
                     "worker",
+                    "resent",
                 )
             },
         ),
@@ -285,6 +299,7 @@ class WorkerAdmin(ReadOnlyAdmin):
         "current_job_link",
         "current_task",
         "jobs_done",
+        "last_replaced",
         "last_seen",
     )
     list_filter = ("hostname",)
@@ -298,6 +313,9 @@ class WorkerAdmin(ReadOnlyAdmin):
         "current_job_link",
         "current_task",
         "jobs_done",
+        "replacements",
+        "replaced_because",
+        "replaced_at",
         "started_at",
         "last_seen",
     )
@@ -305,6 +323,13 @@ class WorkerAdmin(ReadOnlyAdmin):
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
+
+    @admin.display(description="last replaced")
+    def last_replaced(self, worker: Worker) -> str:
+        """Why the process serving this place was last replaced (timeout, cancel, crash...)."""
+        if not worker.replacements:
+            return "-"
+        return f"{worker.replaced_because} ({worker.replacements}x)"
 
     @admin.display(description="state")
     def state(self, worker: Worker) -> SafeString:

@@ -1,14 +1,16 @@
 """The loop of one worker child process: claim a batch, run it, record it, repeat.
 
-The supervisor sees what a child is doing through its ``Slot``, a small struct in shared memory
-the child writes before and after each job, so timeouts are enforced from outside the child
-(even on code stuck in C) and the admin shows each worker's current job.
+The child tells its supervisor what it holds and does through its ``Slot`` (jobqueue.slot):
+the batch's leases, the running job, and each finished outcome until it is acknowledged, so
+that whatever happens to the child, the supervisor can acknowledge what finished and give back
+the rest.
 """
 
 from __future__ import annotations
 
-import ctypes
 import logging
+import os
+import resource
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -20,64 +22,23 @@ from jobqueue.conf import get_settings
 from jobqueue.exceptions import BrokerError
 from jobqueue.execution import execute
 from jobqueue.message import Message
+from jobqueue.slot import Slot, encode_outcome
 
 logger = logging.getLogger(__name__)
 
 ACK_DELAY = 0.05  # seconds a finished job may wait for its batch's ack
 BATCH_TIME = 0.05  # a batch that runs faster than this may grow
+UNREACHABLE = (DatabaseError, BrokerError)
 
 
-class SlotData(ctypes.Structure):
-    _fields_ = [
-        ("job_id", ctypes.c_char * 36),
-        ("task", ctypes.c_char * 200),
-        ("attempts", ctypes.c_int),
-        ("max_retries", ctypes.c_int),
-        ("started", ctypes.c_double),  # time.monotonic() at start; 0.0 when idle
-        ("deadline", ctypes.c_double),  # time.monotonic() past which it is killed; 0.0: none
-        ("jobs_done", ctypes.c_long),
-    ]
-
-
-class Slot:
-    """One child's shared state, guarded by a lock so the supervisor never reads half a write."""
-
-    def __init__(self, context: Any) -> None:
-        self.data = context.RawValue(SlotData)
-        self.lock = context.Lock()
-
-    def start(self, message: Message) -> None:
-        now = time.monotonic()
-        with self.lock:
-            self.data.job_id = message.id.encode()
-            self.data.task = message.task.encode()[:200]
-            self.data.attempts = message.attempts
-            self.data.max_retries = message.max_retries
-            self.data.started = now
-            self.data.deadline = now + message.timeout if message.timeout else 0.0
-
-    def stop(self) -> None:
-        with self.lock:
-            self.data.started = 0.0
-            self.data.deadline = 0.0
-            self.data.jobs_done += 1
-
-    def read(self) -> dict[str, Any]:
-        with self.lock:
-            return {
-                "job_id": self.data.job_id.decode() if self.data.started else None,
-                "task": self.data.task.decode() if self.data.started else "",
-                "attempts": self.data.attempts,
-                "max_retries": self.data.max_retries,
-                "started": self.data.started,
-                "deadline": self.data.deadline,
-                "jobs_done": self.data.jobs_done,
-            }
-
-    def clear(self) -> None:
-        with self.lock:
-            self.data.started = 0.0
-            self.data.deadline = 0.0
+def rss_megabytes() -> float:
+    """This process's resident memory now (peak memory where /proc is missing)."""
+    try:
+        with open("/proc/self/statm") as f:
+            pages = int(f.read().split()[1])
+        return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except (OSError, ValueError, IndexError):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 class Consumer:
@@ -89,6 +50,8 @@ class Consumer:
         slot: Slot,
         stopping: Any,
         burst: bool = False,
+        max_jobs: int | None = None,
+        max_memory: float | None = None,
     ) -> None:
         self.broker = broker
         self.queues = list(queues)
@@ -96,21 +59,26 @@ class Consumer:
         self.slot = slot
         self.stopping = stopping  # a shared flag: the supervisor sets .value to 1
         self.burst = burst
+        self.max_jobs = max_jobs
+        self.max_memory = max_memory  # MB of RSS
         self.pending: list[Outcome] = []
         self.pending_since = 0.0
         self.batch_size = 1
         self.next_promotion = 0.0
+        self.retiring = ""
 
     def run(self) -> None:
-        """Loop until told to stop (or, in burst mode, until nothing is runnable). A broker that
-        cannot be reached is waited for, with backoff; finished outcomes are kept meanwhile."""
+        """Loop until told to stop, until retired (max-jobs, max-memory) or, in burst mode,
+        until nothing is runnable. A broker that cannot be reached is waited for, with backoff;
+        finished outcomes are kept meanwhile (in the slot too) and acknowledged first."""
         failures = 0
-        while not self.stopping.value:
+        while not self.stopping.value and not self.retiring:
             try:
                 if not self.step():
-                    return
+                    self.slot.mark_finished()
+                    break
                 failures = 0
-            except (DatabaseError, BrokerError) as exc:
+            except UNREACHABLE as exc:
                 failures += 1
                 delay = min(0.25 * 2**failures, 10.0)
                 logger.error(
@@ -119,25 +87,33 @@ class Consumer:
                     delay,
                     exc,
                 )
-                close_old_connections()
-                self.broker.close()
+                self.reconnect()
                 self.pause(delay)
+        if self.retiring:
+            self.slot.retire(self.retiring)
+            logger.info("worker=%s state=recycled reason=%r", self.name, self.retiring)
         try:
             self.flush()
-        except (DatabaseError, BrokerError):
-            logger.exception("worker=%s state=stopping-unacked (leases will expire)", self.name)
+        except UNREACHABLE:
+            # The supervisor acknowledges them from the slot once this process has exited.
+            logger.exception("worker=%s state=stopping-unacked", self.name)
+
+    def reconnect(self) -> None:
+        close_old_connections()
+        self.broker.close()
 
     def step(self) -> bool:
         """Claim and run one batch; False when a burst has nothing left to run."""
+        self.flush()  # outcomes kept from a failed ack go first: nothing more is claimed before
         messages = self.broker.claim(self.queues, self.name, self.batch_size)
         if not messages:
-            self.flush()
             if self.burst:
                 return bool(self.broker.promote_due())
             messages = self.broker.wait_and_claim(
                 self.queues, self.name, self.batch_size, timeout=1.0
             )
         if messages:
+            self.slot.claimed(messages)
             began = time.monotonic()
             self.run_batch(messages)
             self.flush()
@@ -157,22 +133,68 @@ class Consumer:
 
     def run_batch(self, messages: list[Message]) -> None:
         for index, message in enumerate(messages):
-            if self.stopping.value:
-                self.broker.release(self.name, [m.id for m in messages[index:]])
+            if self.stopping.value or self.retiring:
+                self.give_back(messages[index:])
                 return
             if self.pending and time.monotonic() - self.pending_since >= ACK_DELAY:
-                self.flush()
-            self.slot.start(message)
+                self.try_flush()
+            if not self.slot.begin(message):
+                continue  # dropped by the supervisor: canceled, or no longer this child's
             outcome = execute(message)
-            self.slot.stop()
-            if not self.pending:
-                self.pending_since = time.monotonic()
-            self.pending.append(outcome)
+            self.record(message, outcome)
+            self.check_limits()
+
+    def record(self, message: Message, outcome: Outcome) -> None:
+        """Keep the outcome, in the slot as well, so it outlives this process."""
+        data = encode_outcome(outcome)
+        if not self.slot.fits(data):
+            self.try_flush()
+        fits = self.slot.fits(data)
+        self.slot.finished(message, data if fits else None)
+        if not self.pending:
+            self.pending_since = time.monotonic()
+        self.pending.append(outcome)
+        if not fits:  # too big for the buffer even alone: acknowledged at once
+            self.try_flush()
+
+    def check_limits(self) -> None:
+        done = self.slot.jobs_done
+        if self.max_jobs and done >= self.max_jobs:
+            self.retiring = f"recycled: max-jobs {self.max_jobs}"
+        elif self.max_memory and (rss := rss_megabytes()) > self.max_memory:
+            self.retiring = f"recycled: max-memory {rss:.0f} MB > {self.max_memory:g} MB"
+
+    def give_back(self, messages: list[Message]) -> None:
+        """Jobs of the batch that will not run here return to the front of their queues."""
+        try:
+            self.broker.release(self.name, [m.lease for m in messages])
+        except UNREACHABLE as exc:
+            logger.error("worker=%s state=release-failed error=%s", self.name, exc)
+            self.reconnect()
+            return  # still in the slot: the supervisor gives them back once this child exits
+        self.slot.released([m.id for m in messages])
+
+    def try_flush(self) -> None:
+        """Acknowledge now if the broker answers; if not, the outcomes wait for the next try."""
+        try:
+            self.flush()
+        except UNREACHABLE as exc:
+            logger.error("worker=%s state=ack-failed error=%s", self.name, exc)
+            self.reconnect()
 
     def flush(self) -> None:
         if self.pending:
-            self.broker.finish(self.name, self.pending)
+            taken = self.broker.finish(self.name, self.pending)
+            if taken < len(self.pending):
+                # Their jobs were canceled, or handed to another worker after this one stopped
+                # renewing their leases (a pause past LEASE_TIMEOUT): the other run counts.
+                logger.warning(
+                    "worker=%s state=ack-refused refused=%d (no longer this worker's)",
+                    self.name,
+                    len(self.pending) - taken,
+                )
             self.pending = []
+            self.slot.acked()
 
     @staticmethod
     def next_batch_size(size: int, claimed: int, elapsed: float) -> int:

@@ -51,6 +51,7 @@ def failure(
     """A failed run: scheduled again while retries remain, else failed for good."""
     now = timezone.now()
     job_id, task_name, attempts = message.id, message.task, message.attempts
+    token = message.token
     if retryable and attempts <= message.max_retries:
         try:
             backoff = registry.get_task(task_name).retry_backoff
@@ -61,16 +62,27 @@ def failure(
             "job=%s task=%s state=retry attempt=%s error=%s", job_id, task_name, attempts, error
         )
         return Outcome(
-            job_id, JobStatus.SCHEDULED, started_at, now, error=error, traceback=tb, run_at=run_at
+            job_id,
+            JobStatus.SCHEDULED,
+            started_at,
+            now,
+            error=error,
+            traceback=tb,
+            run_at=run_at,
+            token=token,
         )
     logger.warning(
         "job=%s task=%s state=failed attempts=%s error=%s", job_id, task_name, attempts, error
     )
-    return Outcome(job_id, JobStatus.FAILED, started_at, now, error=error, traceback=tb)
+    return Outcome(
+        job_id, JobStatus.FAILED, started_at, now, error=error, traceback=tb, token=token
+    )
 
 
 def execute(message: Message) -> Outcome:
-    """Run ``message``'s task; every exception it raises becomes part of the outcome."""
+    """Run ``message``'s task; whatever it raises becomes part of the outcome, BaseException
+    included (``sys.exit()``, KeyboardInterrupt, GeneratorExit from a library): a job never
+    takes its worker process down by raising."""
     started_at = timezone.now()
     if message.rejected:
         return failure(message, started_at, message.rejected, retryable=False)
@@ -84,9 +96,16 @@ def execute(message: Message) -> Outcome:
     try:
         value = task.func(*args, **kwargs)
         result = dumps(value, f"{message.task}() return value")
-    except Exception as exc:
+    except BaseException as exc:
         return failure(message, started_at, describe(exc), traceback.format_exc())
     finally:
         close_old_connections()
     logger.debug("job=%s task=%s state=succeeded", message.id, message.task)
-    return Outcome(message.id, JobStatus.SUCCEEDED, started_at, timezone.now(), result=result)
+    return Outcome(
+        message.id,
+        JobStatus.SUCCEEDED,
+        started_at,
+        timezone.now(),
+        result=result,
+        token=message.token,
+    )

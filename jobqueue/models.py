@@ -44,13 +44,21 @@ class Job(models.Model):
         default=0,
         help_text="Raised by every change the broker makes; a claim's fencing token.",
     )
+    body = models.TextField(
+        blank=True,
+        help_text="Redis broker: the signed message as first sent; what a requeue sends again.",
+    )
+    resent = models.PositiveIntegerField(
+        default=0, help_text="Redis broker: times sent again after Redis lost it."
+    )
 
     class Meta:
         ordering = ["-enqueued_at"]
         indexes = [
-            # The claim: the next queued job of a queue, by priority then age (ids grow with time).
+            # The claim: the next queued job of a queue, by priority then place in the queue (the
+            # time it entered, or re-entered after a retry or a lost run; ids break ties).
             models.Index(
-                fields=["queue", "-priority", "id"],
+                fields=["queue", "-priority", "run_at", "id"],
                 condition=Q(status="queued"),
                 name="jobqueue_job_claim",
             ),
@@ -71,6 +79,7 @@ class Job(models.Model):
             ),
             models.Index(fields=["-enqueued_at"], name="jobqueue_job_recent"),
             models.Index(fields=["task", "-enqueued_at"], name="jobqueue_job_task"),
+            models.Index(fields=["resent"], condition=Q(resent__gt=0), name="jobqueue_job_resent"),
         ]
 
     def __str__(self) -> str:
@@ -139,6 +148,16 @@ class Worker(models.Model):
     current_job = models.UUIDField(null=True, blank=True)
     current_task = models.CharField(max_length=200, blank=True)
     jobs_done = models.PositiveIntegerField(default=0)
+    replacements = models.PositiveIntegerField(
+        default=0, help_text="Times this worker process was replaced by a new one."
+    )
+    replaced_at = models.DateTimeField(null=True, blank=True)
+    replaced_because = models.CharField(
+        max_length=200,
+        blank=True,
+        help_text="Why it was last replaced: timeout, cancel, lease lost, crash (exit code or "
+        "signal), recycled (max-jobs, max-memory).",
+    )
 
     class Meta:
         ordering = ["name"]

@@ -54,10 +54,17 @@ def shutdown_requests() -> Iterator[ShutdownRequests]:
         os.close(write_fd)
 
 
+def _ignore(signum: int, frame: FrameType | None) -> None:
+    """Does nothing: the supervisor decides when a child stops."""
+
+
 def ignore_shutdown_signals() -> None:
-    """For worker children: only the supervisor decides when they stop."""
+    """For worker children: SIGTERM/SIGINT do nothing (only the supervisor decides when they
+    stop), through a handler rather than SIG_IGN: a handler is reset at ``exec``, so programs a
+    task starts get the default dispositions back and ``Popen.terminate()`` still stops them."""
     for sig in SHUTDOWN_SIGNALS:
-        signal.signal(sig, signal.SIG_IGN)
+        signal.signal(sig, _ignore)
+        signal.siginterrupt(sig, False)  # and system calls it interrupts are restarted
 
 
 def die_with_parent() -> None:

@@ -82,6 +82,7 @@ JOBQUEUE = {
     "QUEUES": ["high", "default", "low"],
     "LEASE_TIMEOUT": float(os.environ.get("JOBQUEUE_LEASE_TIMEOUT", "30")),
     "POLL_INTERVAL": 0.05,
+    "TASK_MODULES": ["tests.testapp.worker_tasks"],
 }
 
 if os.environ.get("JOBQUEUE_TEST_BROKER"):  # a broker class of the tests' own

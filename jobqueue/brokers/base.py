@@ -16,7 +16,8 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.db import router
-from django.db.models import Count
+from django.db.models import Count, F
+from django.db.models.functions import Now
 from django.utils import timezone
 
 from jobqueue.conf import get_settings
@@ -54,6 +55,15 @@ class JobState:
     error: str = ""
     traceback: str = ""
     ended_at: datetime | None = None
+
+
+def worker_lost_error(lost: str) -> tuple[str, str]:
+    """The error of a job failed by the poison-pill rule, the same words on every broker: the
+    text before and after its number of attempts (brokers format it where the job is stored)."""
+    return (
+        f"WorkerLost: its worker process died ({lost}) on attempt ",
+        ", its last: a job whose process dies is retried max_retries times, and at least once",
+    )
 
 
 def _job_model() -> Any:
@@ -174,7 +184,10 @@ class Broker(ABC):
         job = _job_model()
         return bool(
             job.objects.filter(id=job_id, status__in=(*WAITING, JobStatus.STARTED)).update(
-                status=JobStatus.CANCELED, ended_at=timezone.now(), lease_expires_at=None
+                status=JobStatus.CANCELED,
+                ended_at=Now(),
+                lease_expires_at=None,
+                version=F("version") + 1,
             )
         )
 
@@ -184,10 +197,10 @@ class Broker(ABC):
         rows = job.objects.filter(status__in=(JobStatus.FAILED, JobStatus.CANCELED))
         if job_ids is not None:
             rows = rows.filter(id__in=list(job_ids))
-        now = timezone.now()
         return rows.update(
             status=JobStatus.QUEUED,
-            run_at=now,
+            run_at=Now(),  # the back of its queue
+            version=F("version") + 1,
             attempts=0,
             worker="",
             error="",

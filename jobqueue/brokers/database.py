@@ -12,18 +12,17 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Sequence
-from datetime import timedelta
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from django.db import connections
-from django.db.models import F
-from django.utils import timezone
+from django.db.models import Case, CharField, DateTimeField, F, Func, Q, Value, When
+from django.db.models.functions import Cast, Concat
 
-from jobqueue.brokers.base import Broker, Outcome
+from jobqueue.brokers.base import Broker, Outcome, worker_lost_error
 from jobqueue.conf import get_settings
 from jobqueue.exceptions import BrokerError
-from jobqueue.message import Message
+from jobqueue.message import Lease, Message
 from jobqueue.models import Job
 from jobqueue.states import JobStatus
 
@@ -37,7 +36,34 @@ _CLAIMED_COLUMNS = (
     "attempts",
     "max_retries",
     "timeout",
+    "version",
+    "run_at",
 )
+LEASE_CHUNK = 200  # leases matched per statement (one OR-ed condition each)
+
+
+class DbNow(Func):
+    """The database's clock, plus ``seconds``: leases and due times never depend on the clock of
+    the host a worker runs on."""
+
+    output_field = DateTimeField()
+
+    def __init__(self, seconds: float = 0.0) -> None:
+        super().__init__()
+        self.seconds = float(seconds)
+
+    def as_sql(self, compiler: Any, connection: Any, *args: Any, **extra: Any) -> Any:
+        return now_sql(connection, self.seconds)
+
+
+def now_sql(connection: Any, seconds: float = 0.0) -> tuple[str, list[Any]]:
+    """SQL for the database's clock plus ``seconds``, and its parameters."""
+    if connection.vendor == "sqlite":
+        # The format Django stores datetimes in; text comparison orders it correctly.
+        return "STRFTIME('%%Y-%%m-%%d %%H:%%M:%%f', 'now', %s)", [f"{seconds:+f} seconds"]
+    if connection.vendor == "postgresql":
+        return "(STATEMENT_TIMESTAMP() + make_interval(secs => %s))", [seconds]
+    return "(CURRENT_TIMESTAMP + INTERVAL %s SECOND)", [seconds]
 
 
 _claim_statements: dict[str, str] = {}
@@ -51,39 +77,63 @@ def _claim_sql(connection: Any) -> str:
 
 
 def _build_claim_sql(connection: Any) -> str:
-    """Only quoted identifiers from the model are formatted in; every value is a parameter."""
+    """Only quoted identifiers from the model are formatted in; every value is a parameter.
+    Parameters: status, worker, the lease's seconds, the queued status, queue, limit."""
     q = connection.ops.quote_name
     table = q(Job._meta.db_table)
     skip_locked = connection.features.has_select_for_update_skip_locked
     lock = " FOR UPDATE SKIP LOCKED" if skip_locked else ""
     columns = ", ".join(q(c) for c in _CLAIMED_COLUMNS)
+    now, _ = now_sql(connection)
     return (
         f"UPDATE {table} SET {q('status')} = %s, {q('worker')} = %s, "  # noqa: S608
-        f"{q('attempts')} = {q('attempts')} + 1, {q('started_at')} = %s, "
-        f"{q('lease_expires_at')} = %s "
+        f"{q('attempts')} = {q('attempts')} + 1, {q('version')} = {q('version')} + 1, "
+        f"{q('started_at')} = {now}, {q('lease_expires_at')} = {now} "
         f"WHERE {q('id')} IN (SELECT {q('id')} FROM {table} WHERE {q('status')} = %s "
-        f"AND {q('queue')} = %s ORDER BY {q('priority')} DESC, {q('id')} LIMIT %s{lock}) "
+        f"AND {q('queue')} = %s ORDER BY {q('priority')} DESC, {q('run_at')}, {q('id')} "
+        f"LIMIT %s{lock}) "
         f"RETURNING {columns}"
     )
 
 
 def _finish_sql(connection: Any, rows: int) -> str:
+    """One statement for a batch of outcomes, each applied only if its token is current. A
+    retry whose time has come (by the database's clock) is queued at once, at the back (its
+    run_at, its place in the queue, becomes now)."""
     q = connection.ops.quote_name
     table = q(Job._meta.db_table)
     pg = connection.vendor == "postgresql"
-    uuid_, time_ = ("::uuid", "::timestamptz") if pg else ("", "")
-    row = f"(%s{uuid_}, %s, %s, %s, %s, %s{time_}, %s{time_}, %s{time_})"
+    uuid_, time_, int_ = ("::uuid", "::timestamptz", "::bigint") if pg else ("", "", "")
+    row = f"(%s{uuid_}, %s{int_}, %s, %s, %s, %s, %s{time_}, %s{time_}, %s{time_})"
     columns = ("status", "result", "error", "traceback", "started_at", "ended_at")
-    assignments = ", ".join(f"{q(c)} = v.{q(c)}" for c in columns)
+    assignments = ", ".join(f"{q(c)} = v.{q(c)}" for c in columns if c != "status")
+    now, _ = now_sql(connection)
     return (
-        f"WITH v ({q('id')}, {', '.join(q(c) for c in columns)}, {q('run_at')}) "  # noqa: S608
-        f"AS (VALUES {', '.join([row] * rows)}) "
+        f"WITH v ({q('id')}, {q('token')}, {', '.join(q(c) for c in columns)}, "  # noqa: S608
+        f"{q('run_at')}) AS (VALUES {', '.join([row] * rows)}) "
         f"UPDATE {table} SET {assignments}, "
-        f"{q('run_at')} = COALESCE(v.{q('run_at')}, {table}.{q('run_at')}), "
-        f"{q('lease_expires_at')} = NULL "
+        f"{q('status')} = CASE WHEN v.{q('status')} = %s AND v.{q('run_at')} <= {now} "
+        f"THEN %s ELSE v.{q('status')} END, "
+        f"{q('run_at')} = CASE WHEN v.{q('run_at')} <= {now} THEN {now} "
+        f"ELSE COALESCE(v.{q('run_at')}, {table}.{q('run_at')}) END, "
+        f"{q('lease_expires_at')} = NULL, {q('version')} = {table}.{q('version')} + 1 "
         f"FROM v WHERE {table}.{q('id')} = v.{q('id')} "
-        f"AND {table}.{q('status')} = %s AND {table}.{q('worker')} = %s"
+        f"AND {table}.{q('version')} = v.{q('token')} AND {table}.{q('status')} = %s "
+        f"RETURNING {table}.{q('id')}"
     )
+
+
+def _held(leases: Sequence[Lease]) -> Q:
+    """Rows still held under these leases: started, with the claim's token."""
+    match = Q()
+    for lease in leases:
+        match |= Q(id=lease.job_id, version=lease.token)
+    return match & Q(status=JobStatus.STARTED)
+
+
+def _chunks(leases: Sequence[Lease]) -> Iterator[Sequence[Lease]]:
+    for i in range(0, len(leases), LEASE_CHUNK):
+        yield leases[i : i + LEASE_CHUNK]
 
 
 class DatabaseBroker(Broker):
@@ -111,14 +161,11 @@ class DatabaseBroker(Broker):
 
     def _claim_from(self, queue: str, worker: str, limit: int) -> list[Message]:
         connection = self._connection
-        ops = connection.ops
-        now = timezone.now()
-        lease = now + timedelta(seconds=get_settings().LEASE_TIMEOUT)
         params = [
             JobStatus.STARTED.value,
             worker,
-            ops.adapt_datetimefield_value(now),
-            ops.adapt_datetimefield_value(lease),
+            *now_sql(connection)[1],
+            *now_sql(connection, get_settings().LEASE_TIMEOUT)[1],
             JobStatus.QUEUED.value,
             queue,
             limit,
@@ -126,7 +173,9 @@ class DatabaseBroker(Broker):
         with connection.cursor() as cursor:
             cursor.execute(_claim_sql(connection), params)
             rows = cursor.fetchall()
-        messages = [
+        # RETURNING gives no order: restore priority, then place in the queue.
+        rows.sort(key=lambda row: (-row[4], row[9], str(row[0])))
+        return [
             Message(
                 id=str(uuid.UUID(str(row[0]))),
                 task=row[1],
@@ -136,12 +185,10 @@ class DatabaseBroker(Broker):
                 attempts=row[5],
                 max_retries=row[6],
                 timeout=row[7],
+                token=row[8],
             )
             for row in rows
         ]
-        # RETURNING gives no order; ids grow with time, so this restores priority-then-FIFO.
-        messages.sort(key=lambda m: (-m.priority, m.id))
-        return messages
 
     def wait(self, queues: Sequence[str], timeout: float) -> None:
         listener = self._get_listener()
@@ -171,23 +218,22 @@ class DatabaseBroker(Broker):
         self._listener = listener
         return listener
 
-    def finish(self, worker: str, outcomes: Sequence[Outcome]) -> None:
-        """One ``UPDATE ... FROM (VALUES ...)`` for the whole batch; rows this worker no longer
-        holds (canceled, or re-leased after a lost heartbeat) are left alone."""
+    def finish(self, worker: str, outcomes: Sequence[Outcome]) -> int:
+        """One ``UPDATE ... FROM (VALUES ...)`` for the whole batch; an outcome whose token is no
+        longer the job's (canceled, recovered, finished already) changes nothing."""
         if not outcomes:
-            return
+            return 0
         connection = self._connection
         adapt = connection.ops.adapt_datetimefield_value
         pk = Job._meta.pk
         assert pk is not None
-        now = timezone.now()
         params: list[Any] = []
         for o in outcomes:
             retry = o.status == JobStatus.SCHEDULED
-            status = JobStatus.QUEUED if retry and o.run_at and o.run_at <= now else o.status
             params += [
                 pk.get_db_prep_value(uuid.UUID(o.job_id), connection),
-                status.value,
+                o.token,
+                o.status.value,
                 o.result,
                 o.error,
                 o.traceback,
@@ -195,41 +241,73 @@ class DatabaseBroker(Broker):
                 None if retry else adapt(o.ended_at),
                 adapt(o.run_at) if retry else None,
             ]
-        params += [JobStatus.STARTED.value, worker]
+        now = now_sql(connection)[1]
+        params += [JobStatus.SCHEDULED.value, *now, JobStatus.QUEUED.value, *now, *now]
+        params.append(JobStatus.STARTED.value)
         with connection.cursor() as cursor:
             cursor.execute(_finish_sql(connection, len(outcomes)), params)
+            return len(cursor.fetchall())  # rowcount is -1 for a WITH statement on SQLite
 
-    def release(
-        self, worker: str, job_ids: Sequence[str] | None = None, *, count_attempt: bool = False
-    ) -> int:
-        rows = Job.objects.filter(status=JobStatus.STARTED, worker=worker)
-        if job_ids is not None:
-            rows = rows.filter(id__in=list(job_ids))
-        changes: dict[str, Any] = {
-            "status": JobStatus.QUEUED,
-            "worker": "",
-            "lease_expires_at": None,
-            "started_at": None,
-        }
-        if not count_attempt:
-            changes["attempts"] = F("attempts") - 1
-        return rows.update(**changes)
+    def release(self, worker: str, leases: Sequence[Lease], *, lost: str = "") -> int:
+        taken = 0
+        for chunk in _chunks(list(leases)):
+            rows = Job.objects.filter(_held(chunk))
+            if lost:
+                taken += self._lose(rows, lost)
+            else:
+                # Never started: the attempt is given back, and run_at (its place) is kept.
+                taken += rows.update(
+                    status=JobStatus.QUEUED,
+                    worker="",
+                    lease_expires_at=None,
+                    started_at=None,
+                    attempts=F("attempts") - 1,
+                    version=F("version") + 1,
+                )
+        return taken
 
-    def renew(self, workers: Sequence[str]) -> None:
-        lease = timezone.now() + timedelta(seconds=get_settings().LEASE_TIMEOUT)
-        Job.objects.filter(status=JobStatus.STARTED, worker__in=list(workers)).update(
-            lease_expires_at=lease
+    @staticmethod
+    def _lose(rows: Any, lost: str) -> int:
+        """Runs that may have happened ended without an outcome: the poison-pill rule."""
+        head, tail = worker_lost_error(lost)
+        error = Concat(Value(head), Cast("attempts", CharField()), Value(tail))
+        dead = Q(attempts__gt=F("max_retries"), attempts__gte=2)
+        return int(
+            rows.update(
+                status=Case(
+                    When(dead, then=Value(JobStatus.FAILED.value)),
+                    default=Value(JobStatus.QUEUED.value),
+                ),
+                error=Case(
+                    When(dead, then=error),
+                    default=Value(f"WorkerLost: its worker process died ({lost})"),
+                ),
+                traceback="",
+                ended_at=Case(When(dead, then=DbNow()), default=None),
+                run_at=Case(When(dead, then=F("run_at")), default=DbNow()),  # back of the queue
+                worker=Case(When(dead, then=F("worker")), default=Value("")),
+                started_at=Case(When(dead, then=F("started_at")), default=None),
+                lease_expires_at=None,
+                version=F("version") + 1,
+            )
         )
 
+    def renew(self, worker: str, leases: Sequence[Lease]) -> set[str]:
+        lost = {lease.job_id for lease in leases}
+        for chunk in _chunks(list(leases)):
+            rows = Job.objects.filter(_held(chunk))
+            rows.update(lease_expires_at=DbNow(get_settings().LEASE_TIMEOUT))
+            lost -= {str(job_id) for job_id in rows.values_list("id", flat=True)}
+        return lost
+
     def promote_due(self) -> int:
-        return Job.objects.filter(status=JobStatus.SCHEDULED, run_at__lte=timezone.now()).update(
-            status=JobStatus.QUEUED
+        return Job.objects.filter(status=JobStatus.SCHEDULED, run_at__lte=DbNow()).update(
+            status=JobStatus.QUEUED, version=F("version") + 1
         )
 
     def recover(self) -> int:
-        return Job.objects.filter(
-            status=JobStatus.STARTED, lease_expires_at__lt=timezone.now()
-        ).update(status=JobStatus.QUEUED, worker="", lease_expires_at=None, started_at=None)
+        expired = Job.objects.filter(status=JobStatus.STARTED, lease_expires_at__lt=DbNow())
+        return self._lose(expired, "its worker stopped renewing its lease")
 
     def close(self) -> None:
         if self._listener is not None:

@@ -8,7 +8,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('jobqueue', '0006_job_version'),
+        ('jobqueue', '0007_redis'),  # renumbered on merge
     ]
 
     operations = [

@@ -3,10 +3,12 @@ down while jobs are sent, racing schedulers, and messages nobody should run."""
 
 import signal
 import time
+from io import StringIO
 from pathlib import Path
 from uuid import uuid4
 
 import pytest
+from django.core.management import call_command
 from django.db import transaction
 
 from jobqueue import JobFailed, JobResult
@@ -14,7 +16,7 @@ from jobqueue.exceptions import BrokerError
 from jobqueue.message import new_job_id
 from jobqueue.models import Job, Outbox, Worker
 from tests.conftest import wait_until
-from tests.redis_server import delete_prefix
+from tests.redis_server import delete_prefix, serve
 from tests.testapp.tasks import add, record, wait_for_file
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -188,10 +190,11 @@ def test_two_workers_promote_each_due_job_once(use_redis, redis_server, jobworke
 
 
 def put_in_queue(broker, job_id: str, body: str, queue: str = "default") -> None:
-    """Write a message by hand where the Redis broker keeps them (see redis_scripts.py)."""
+    """Write a message by hand where the Redis broker keeps them (see its scripts.py)."""
     client = broker.client
     client.hset(broker.key("msg"), job_id, body)
-    client.rpush(broker.key("q", queue, "0"), job_id)
+    client.hset(broker.key("ver"), job_id, 1)
+    client.rpush(broker.key("q", queue, "0"), f"{job_id}:1")
     client.zadd(broker.key("levels", queue), {"0": 0})
 
 
@@ -230,3 +233,28 @@ def test_a_message_altered_in_redis_is_never_run(use_redis, redis_server, jobwor
             job.get(timeout=0)
         assert job.job.attempts == 1
     assert runs(log) == []
+
+
+def test_jobs_a_redis_restart_lost_are_sent_again_and_run_once(use_redis, tmp_path, jobworker):
+    """Redis without persistence (the default), 1,000 jobs sent and recorded, Redis restarted
+    empty: reconciliation sends each again from its signed body, a worker runs each once."""
+    log = tmp_path / "runs"
+    with serve(tmp_path / "redis") as server:
+        broker = use_redis(server)
+        jobs = record.map([(str(log), i) for i in range(1000)])
+        wait_until(lambda: broker.tracking.sync(budget=5) and Job.objects.count() == 1000,
+                   message="the jobs to be recorded")
+        server.restart()
+        assert server.client().dbsize() == 0
+        worker = jobworker("--concurrency", "2")
+        wait_until(lambda: len(runs(log)) >= 1000, timeout=120, message="1,000 runs")
+        wait_until(lambda: all_succeeded(jobs), message="the outcomes to be recorded")
+        worker.signal(signal.SIGTERM)
+        assert worker.wait() == 0, worker.output
+        assert sorted(runs(log), key=int) == [str(i) for i in range(1000)]
+        assert worker.output.count("state=resent-after-broker-loss") == 1000
+        broker.sync()
+        assert Job.objects.filter(status="succeeded", resent=1).count() == 1000
+        out = StringIO()
+        call_command("jobinfo", stdout=out)
+        assert "1000 jobs sent again after the broker lost them" in out.getvalue()

@@ -95,7 +95,9 @@ def test_second_signal_returns_the_running_job_to_its_queue(jobworker, tmp_path)
     worker.signal(signal.SIGINT)
     assert worker.wait() == 0
     row = Job.objects.get(id=job.id)
-    assert (row.status, row.attempts, row.worker) == ("queued", 0, "")
+    # The run was cut short, not skipped: it counts, and the job goes to the back of its queue.
+    assert (row.status, row.attempts, row.worker) == ("queued", 1, "")
+    assert "stopped by a second shutdown signal" in row.error
 
 
 def test_sigkill_mid_job_runs_it_again_after_the_lease(jobworker, tmp_path):

@@ -22,9 +22,10 @@ from jobqueue.brokers import Broker, load_broker_class
 from jobqueue.brokers.base import Outcome
 from jobqueue.brokers.database import DatabaseBroker
 from jobqueue.conf import get_settings
-from jobqueue.consumer import Consumer, Slot
-from jobqueue.message import new_job_id
+from jobqueue.consumer import Consumer
+from jobqueue.message import Lease, Message, new_job_id
 from jobqueue.models import Job
+from jobqueue.slot import Slot
 from jobqueue.states import JobStatus
 from tests.conftest import wait_until
 from tests.testapp.tasks import add, fail, fail_later, flaky, stuck_in_c, urgent
@@ -36,9 +37,17 @@ def claim_ids(broker: Broker, queues=ALL, worker="w", limit=100) -> list[str]:
     return [m.id for m in broker.claim(list(queues), worker, limit)]
 
 
-def outcome(job_id: str, status: JobStatus, **fields) -> Outcome:
+def take(broker: Broker, queues=ALL, worker="w", limit=100) -> dict[str, Message]:
+    """Claim, and keep the messages (their tokens) by job id."""
+    return {m.id: m for m in broker.claim(list(queues), worker, limit)}
+
+
+def outcome(message: Message | Lease, status: JobStatus, **fields) -> Outcome:
+    """How the run of a claimed ``message`` ended (its token is the claim's)."""
     now = timezone.now()
-    return Outcome(job_id, status, now, now, **fields)
+    if isinstance(message, Message):
+        message = message.lease
+    return Outcome(message.job_id, status, now, now, token=message.token, **fields)
 
 
 def rows(broker: Broker) -> dict[str, Job]:
@@ -60,9 +69,9 @@ def another_broker() -> Broker:
 def drain(broker: Broker, queues=ALL) -> int:
     """Run one worker child's loop here in burst mode; how many jobs it ran."""
     context = multiprocessing.get_context("fork")
-    slot = Slot(context)
+    slot = Slot(context, 2 * get_settings().MAX_BATCH + 2)
     Consumer(broker, queues, "test-worker", slot, context.RawValue("b", 0), burst=True).run()
-    return slot.read()["jobs_done"]
+    return slot.jobs_done
 
 
 # -- sending ------------------------------------------------------------------------------------
@@ -202,13 +211,13 @@ def test_a_past_eta_is_queued_at_once(broker):
 
 def test_finish_records_succeeded_failed_and_retry_scheduled(broker):
     ok, bad, retry = add.map([(1, 1), (2, 2), (3, 3)])
-    broker.claim(["default"], "w", 10)
+    held = take(broker)
     later = timezone.now() + timedelta(hours=1)
-    broker.finish("w", [
-        outcome(ok.id, JobStatus.SUCCEEDED, result="2"),
-        outcome(bad.id, JobStatus.FAILED, error="ValueError: x", traceback="tb"),
-        outcome(retry.id, JobStatus.SCHEDULED, error="E: y", run_at=later),
-    ])
+    assert broker.finish("w", [
+        outcome(held[ok.id], JobStatus.SUCCEEDED, result="2"),
+        outcome(held[bad.id], JobStatus.FAILED, error="ValueError: x", traceback="tb"),
+        outcome(held[retry.id], JobStatus.SCHEDULED, error="E: y", run_at=later),
+    ]) == 3
     assert [status(broker, j) for j in (ok, bad, retry)] == ["succeeded", "failed", "scheduled"]
     table = rows(broker)
     assert (table[ok.id].status, table[ok.id].result, table[ok.id].attempts) == (
@@ -224,22 +233,23 @@ def test_finish_records_succeeded_failed_and_retry_scheduled(broker):
 
 def test_a_retry_that_is_due_runs_again_with_its_attempt_counted(broker):
     job = add.delay(1, 1)
-    broker.claim(["default"], "w", 1)
+    [message] = broker.claim(["default"], "w", 1)
     due = timezone.now() - timedelta(seconds=1)
-    broker.finish("w", [outcome(job.id, JobStatus.SCHEDULED, error="E: y", run_at=due)])
+    broker.finish("w", [outcome(message, JobStatus.SCHEDULED, error="E: y", run_at=due)])
     broker.promote_due()
     [again] = broker.claim(["default"], "w", 1)
     assert (again.id, again.attempts) == (job.id, 2)
+    assert again.token > message.token
 
 
 def test_finish_ignores_jobs_the_worker_no_longer_holds(broker):
     canceled, other = add.map([(1, 1), (2, 2)])
-    broker.claim(["default"], "w", 2)
+    held = take(broker)
     assert broker.cancel(canceled.id)
-    broker.finish("w", [
-        outcome(canceled.id, JobStatus.SUCCEEDED, result="2"),
-        outcome(other.id, JobStatus.SUCCEEDED, result="4"),
-    ])
+    assert broker.finish("w", [
+        outcome(held[canceled.id], JobStatus.SUCCEEDED, result="2"),
+        outcome(held[other.id], JobStatus.SUCCEEDED, result="4"),
+    ]) == 1
     assert status(broker, canceled) == "canceled"
     assert status(broker, other) == "succeeded"
     assert rows(broker)[canceled.id].status == "canceled"
@@ -247,14 +257,42 @@ def test_finish_ignores_jobs_the_worker_no_longer_holds(broker):
 
 def test_finish_by_a_worker_whose_lease_was_recovered_is_ignored(broker):
     job = add.delay(1, 1)
-    broker.claim(["default"], "late", 1)
-    broker.release("late", count_attempt=True)  # as recover() does for an expired lease
-    broker.claim(["default"], "other", 1)
-    broker.finish("late", [outcome(job.id, JobStatus.FAILED, error="E: stale")])
+    [late] = broker.claim(["default"], "late", 1)
+    assert broker.release("late", [late.lease], lost="signal 19") == 1  # as recover() does
+    [current] = broker.claim(["default"], "other", 1)
+    assert broker.finish("late", [outcome(late, JobStatus.FAILED, error="E: stale")]) == 0
     assert status(broker, job) == "started"
-    broker.finish("other", [outcome(job.id, JobStatus.SUCCEEDED, result="2")])
+    assert broker.finish("other", [outcome(current, JobStatus.SUCCEEDED, result="2")]) == 1
     assert job.get(timeout=0) == 2
     assert rows(broker)[job.id].worker == "other"
+
+
+def test_a_stale_token_is_refused_by_finish_release_and_renew(broker):
+    job = add.delay(1, 1)
+    [first] = broker.claim(["default"], "w", 1)
+    assert broker.release("w", [first.lease], lost="exit code 1") == 1
+    [second] = broker.claim(["default"], "w", 1)  # the same worker name: only tokens tell
+    assert second.token > first.token
+    assert broker.renew("w", [first.lease]) == {job.id}
+    assert broker.release("w", [first.lease]) == 0
+    assert broker.release("w", [first.lease], lost="signal 9") == 0
+    assert broker.finish("w", [outcome(first, JobStatus.FAILED, error="E: stale")]) == 0
+    assert status(broker, job) == "started"
+    assert broker.renew("w", [second.lease]) == set()
+    assert broker.finish("w", [outcome(second, JobStatus.SUCCEEDED, result="2")]) == 1
+    assert job.get(timeout=0) == 2
+    assert rows(broker)[job.id].attempts == 2
+
+
+def test_finishing_twice_changes_nothing_more(broker):
+    job = add.delay(1, 1)
+    [message] = broker.claim(["default"], "w", 1)
+    assert broker.finish("w", [outcome(message, JobStatus.SUCCEEDED, result="2")]) == 1
+    assert broker.finish("w", [outcome(message, JobStatus.FAILED, error="E: late")]) == 0
+    assert broker.release("w", [message.lease], lost="signal 9") == 0
+    assert broker.renew("w", [message.lease]) == {job.id}
+    assert job.get(timeout=0) == 2
+    assert rows(broker)[job.id].status == "succeeded"
 
 
 # -- giving jobs back ----------------------------------------------------------------------------
@@ -262,44 +300,97 @@ def test_finish_by_a_worker_whose_lease_was_recovered_is_ignored(broker):
 
 def test_release_returns_jobs_and_gives_back_attempts_of_jobs_that_never_ran(broker):
     ran, never_ran = add.map([(1, 1), (2, 2)])
-    broker.claim(["default"], "w", 2)
-    assert broker.release("w", [ran.id], count_attempt=True) == 1
-    assert broker.release("w") == 1
-    assert broker.release("w") == 0
+    held = take(broker)
+    assert broker.release("w", [held[ran.id].lease], lost="exit code 3") == 1
+    assert broker.release("w", [held[never_ran.id].lease]) == 1
+    assert broker.release("w", [m.lease for m in held.values()]) == 0
     assert [status(broker, j) for j in (ran, never_ran)] == ["queued", "queued"]
     table = rows(broker)
     assert (table[ran.id].attempts, table[never_ran.id].attempts) == (1, 0)
+    assert "exit code 3" in table[ran.id].error
     assert (table[ran.id].worker, table[never_ran.id].worker) == ("", "")
     again = {m.id: m.attempts for m in broker.claim(["default"], "w2", 2)}
     assert again == {ran.id: 2, never_ran.id: 1}
 
 
-def test_a_job_given_back_runs_before_those_sent_after_it(broker):
+def test_a_job_given_back_unrun_keeps_its_place_at_the_front(broker):
     first, second, third = add.map([(1, 1), (2, 2), (3, 3)])
-    assert claim_ids(broker, limit=1) == [first.id]
-    broker.release("w")
+    [message] = broker.claim(["default"], "w", 1)
+    assert message.id == first.id
+    assert broker.release("w", [message.lease]) == 1
     urgent_job = add.apply_async((4, 4), priority=5)
     assert claim_ids(broker, limit=4) == [urgent_job.id, first.id, second.id, third.id]
 
 
+@pytest.mark.parametrize("lost", ["exit code 3", "signal 9"])
+def test_a_lost_run_goes_to_the_back_of_its_queue_like_a_retry(broker, lost):
+    first, second = add.map([(1, 1), (2, 2)])
+    [message] = broker.claim(["default"], "w", 1)
+    assert broker.release("w", [message.lease], lost=lost) == 1
+    third = add.delay(3, 3)
+    important = add.apply_async((4, 4), priority=1)
+    assert claim_ids(broker) == [important.id, second.id, first.id, third.id]
+
+
+def test_queue_order_a_retry_re_enters_at_the_back(broker):
+    first, second = add.map([(1, 1), (2, 2)])
+    [message] = broker.claim(["default"], "w", 1)
+    broker.finish("w", [outcome(message, JobStatus.SCHEDULED, error="E: y",
+                                run_at=timezone.now() - timedelta(seconds=1))])
+    broker.promote_due()
+    assert claim_ids(broker) == [second.id, first.id]
+
+
+def test_poison_pill_a_job_whose_process_keeps_dying_fails(broker):
+    """The first loss always gets another run (even with max_retries=0); once attempts pass
+    max_retries, a lost run fails the job with WorkerLost."""
+    job = add.delay(1, 1)  # max_retries=0
+    other = add.delay(2, 2)
+    [first] = broker.claim(["default"], "w", 1)
+    assert broker.release("w", [first.lease], lost="exit code 3") == 1
+    assert status(broker, job) == "queued"
+    held = take(broker)
+    assert list(held) == [other.id, job.id]  # the lost run went behind the other job
+    assert broker.release("w", [held[job.id].lease], lost="signal 9") == 1
+    assert status(broker, job) == "failed"
+    row = rows(broker)[job.id]
+    assert row.attempts == 2
+    assert row.ended_at is not None
+    assert row.error.startswith("WorkerLost: its worker process died (signal 9) on attempt 2")
+    with pytest.raises(JobFailed, match="WorkerLost"):
+        job.get(timeout=0)
+    assert claim_ids(broker) == []
+
+
+def test_poison_pill_counts_every_lost_run_up_to_max_retries_plus_one(broker, tmp_path):
+    job = flaky.delay(str(tmp_path / "tries"), 99)  # max_retries=2
+    for attempt in (1, 2, 3):
+        [message] = broker.claim(["default"], "w", 1)
+        assert message.attempts == attempt
+        broker.release("w", [message.lease], lost="exit code 3")
+    assert status(broker, job) == "failed"
+    assert rows(broker)[job.id].attempts == 3
+
+
 def test_release_leaves_other_workers_jobs_alone(broker):
     mine, theirs = add.map([(1, 1), (2, 2)])
-    broker.claim(["default"], "me", 1)
-    broker.claim(["default"], "them", 1)
-    assert broker.release("me", [theirs.id]) == 0
-    assert broker.release("me") == 1
+    [my_message] = broker.claim(["default"], "me", 1)
+    [their_message] = broker.claim(["default"], "them", 1)
+    assert broker.release("me", [Lease(theirs.id, their_message.token - 1)]) == 0
+    assert broker.release("me", [my_message.lease]) == 1
     assert (status(broker, mine), status(broker, theirs)) == ("queued", "started")
+    assert broker.renew("them", [their_message.lease]) == set()
 
 
 @pytest.mark.jobqueue(LEASE_TIMEOUT=0.2)
 def test_expired_leases_are_recovered_and_renewed_ones_kept(broker):
     dead, live = add.map([(1, 1), (2, 2)])
     broker.claim(["default"], "dead", 1)
-    broker.claim(["default"], "live", 1)
+    [running] = broker.claim(["default"], "live", 1)
     assert broker.recover() == 0  # both leases are fresh
 
     def recovered() -> int:
-        broker.renew(["live"])  # a live worker's heartbeat
+        assert broker.renew("live", [running.lease]) == set()  # a live worker's heartbeat
         return broker.recover()
 
     assert wait_until(recovered, timeout=5, message="the dead worker's lease to expire") == 1
@@ -330,17 +421,20 @@ def test_cancel_takes_a_job_out_of_its_queue(broker):
 
 def test_cancel_a_running_job_tells_its_supervisor(broker):
     running, other = add.map([(1, 1), (2, 2)])
-    broker.claim(["default"], "w", 2)
+    held = take(broker)
     assert broker.canceled([running.id, other.id]) == set()
     assert running.cancel()
     assert broker.canceled([running.id, other.id]) == {running.id}
+    assert broker.renew("w", [m.lease for m in held.values()]) == {running.id}
 
 
 def test_a_canceled_running_job_is_not_given_back(broker):
     job = add.delay(1, 1)
-    broker.claim(["default"], "w", 1)
+    [message] = broker.claim(["default"], "w", 1)
     assert job.cancel()
-    assert broker.release("w", count_attempt=True) == 0  # what its supervisor does after the kill
+    # What its supervisor does after the kill:
+    assert broker.release("w", [message.lease], lost="signal 9") == 0
+    assert broker.release("w", [message.lease]) == 0
     assert broker.recover() == 0
     assert claim_ids(broker) == []
     assert status(broker, job) == "canceled"
@@ -348,8 +442,8 @@ def test_a_canceled_running_job_is_not_given_back(broker):
 
 def test_finished_jobs_cannot_be_canceled(broker):
     job = add.delay(1, 1)
-    broker.claim(["default"], "w", 1)
-    broker.finish("w", [outcome(job.id, JobStatus.SUCCEEDED, result="2")])
+    [message] = broker.claim(["default"], "w", 1)
+    broker.finish("w", [outcome(message, JobStatus.SUCCEEDED, result="2")])
     assert not broker.cancel(job.id)
     assert status(broker, job) == "succeeded"
 
@@ -357,10 +451,10 @@ def test_finished_jobs_cannot_be_canceled(broker):
 def test_requeue_puts_failed_and_canceled_jobs_back(broker):
     canceled, failed, succeeded = add.map([(1, 1), (2, 2), (3, 3)])
     assert broker.cancel(canceled.id)
-    broker.claim(["default"], "w", 2)
+    held = take(broker)
     broker.finish("w", [
-        outcome(failed.id, JobStatus.FAILED, error="E: x"),
-        outcome(succeeded.id, JobStatus.SUCCEEDED, result="6"),
+        outcome(held[failed.id], JobStatus.FAILED, error="E: x"),
+        outcome(held[succeeded.id], JobStatus.SUCCEEDED, result="6"),
     ])
     assert broker.requeue() == 2
     assert [status(broker, j) for j in (canceled, failed, succeeded)] == [
@@ -373,8 +467,8 @@ def test_requeue_puts_failed_and_canceled_jobs_back(broker):
 
 def test_requeue_by_id(broker):
     a, b = add.map([(1, 1), (2, 2)])
-    broker.claim(["default"], "w", 2)
-    broker.finish("w", [outcome(j.id, JobStatus.FAILED, error="E: x") for j in (a, b)])
+    held = take(broker)
+    broker.finish("w", [outcome(m, JobStatus.FAILED, error="E: x") for m in held.values()])
     assert broker.requeue([b.id]) == 1
     assert (status(broker, a), status(broker, b)) == ("failed", "queued")
     assert claim_ids(broker) == [b.id]
@@ -397,8 +491,8 @@ def test_purge_queue_deletes_the_jobs_waiting_in_it(broker):
 
 def test_purge_finished_forgets_old_finished_jobs(broker):
     old, recent = add.map([(1, 1), (2, 2)])
-    broker.claim(["default"], "w", 2)
-    broker.finish("w", [outcome(j.id, JobStatus.SUCCEEDED, result="2") for j in (old, recent)])
+    held = take(broker)
+    broker.finish("w", [outcome(m, JobStatus.SUCCEEDED, result="2") for m in held.values()])
     broker.sync()
     Job.objects.filter(id=old.id).update(ended_at=timezone.now() - timedelta(days=2))
     assert broker.purge_finished(timedelta(days=1)) == 1
@@ -413,8 +507,9 @@ def test_counts_by_queue_and_status(broker):
     urgent.delay(1)
     failed = add.apply_async((4, 4), queue="low")
     broker.claim(["high"], "w", 1)
-    broker.claim(["low"], "w", 1)
-    broker.finish("w", [outcome(failed.id, JobStatus.FAILED, error="E: x")])
+    [message] = broker.claim(["low"], "w", 1)
+    assert message.id == failed.id
+    broker.finish("w", [outcome(message, JobStatus.FAILED, error="E: x")])
     assert broker.counts() == {
         "default": {"queued": 2},
         "high": {"started": 1},
@@ -439,11 +534,11 @@ def test_state_and_job_result_agree_through_a_jobs_life(broker):
         return status(broker, job), job.status, rows(broker)[job.id].status
 
     assert seen() == ("queued",) * 3
-    broker.claim(["default"], "w", 1)
+    [message] = broker.claim(["default"], "w", 1)
     assert seen() == ("started",) * 3
     with pytest.raises(TimeoutError, match="still started"):
         job.get(timeout=0.05)
-    broker.finish("w", [outcome(job.id, JobStatus.SUCCEEDED, result="3")])
+    broker.finish("w", [outcome(message, JobStatus.SUCCEEDED, result="3")])
     assert seen() == ("succeeded",) * 3
     assert (job.get(timeout=0), job.result) == (3, 3)
     state = broker.wait_finished(job.id, timeout=0)
@@ -452,8 +547,8 @@ def test_state_and_job_result_agree_through_a_jobs_life(broker):
 
 def test_state_and_job_result_agree_on_failure(broker):
     job = add.delay(1, 2)
-    broker.claim(["default"], "w", 1)
-    broker.finish("w", [outcome(job.id, JobStatus.FAILED, error="ValueError: no", traceback="tb")])
+    [message] = broker.claim(["default"], "w", 1)
+    broker.finish("w", [outcome(message, JobStatus.FAILED, error="ValueError: no", traceback="tb")])
     state = broker.state(job.id)
     assert (state.status, state.error, state.traceback) == ("failed", "ValueError: no", "tb")
     assert job.status == "failed"
@@ -468,8 +563,8 @@ def test_get_returns_once_another_thread_finishes_the_job(broker):
     def work() -> None:
         mine = another_broker()
         try:
-            mine.claim(["default"], "w", 1)
-            mine.finish("w", [outcome(job.id, JobStatus.SUCCEEDED, result="3")])
+            [message] = mine.claim(["default"], "w", 1)
+            mine.finish("w", [outcome(message, JobStatus.SUCCEEDED, result="3")])
         finally:
             mine.close()
             connections.close_all()

@@ -8,9 +8,11 @@ from django.utils import timezone
 
 from jobqueue import JobFailed, JobResult, ResultExpired
 from jobqueue.brokers.database import DatabaseBroker
-from jobqueue.consumer import Consumer, Slot
+from jobqueue.conf import get_settings
+from jobqueue.consumer import Consumer
 from jobqueue.message import new_job_id
 from jobqueue.models import Job
+from jobqueue.slot import Slot
 from tests.testapp.models import Note
 from tests.testapp.tasks import add, fail, fail_later, flaky, note_text
 
@@ -20,12 +22,12 @@ pytestmark = pytest.mark.django_db(transaction=True)
 def drain(queues=("high", "default", "low")):
     context = multiprocessing.get_context("fork")
     broker = DatabaseBroker()
-    slot = Slot(context)
+    slot = Slot(context, 2 * get_settings().MAX_BATCH + 2)
     try:
         Consumer(broker, queues, "test-worker", slot, context.RawValue("b", 0), burst=True).run()
     finally:
         broker.close()
-    return slot.read()
+    return {"jobs_done": slot.jobs_done, "slot": slot}
 
 
 def bad_row(task="tests.testapp.tasks.add", arguments='{"args":[1,2],"kwargs":{}}'):

@@ -22,9 +22,9 @@ def broker():
     b.close()
 
 
-def outcome(job_id, status, **fields):
+def outcome(message, status, **fields):
     now = timezone.now()
-    return Outcome(job_id, status, now, now, **fields)
+    return Outcome(message.id, status, now, now, token=message.token, **fields)
 
 
 def test_claim_sets_a_lease_in_the_row(broker):
@@ -36,17 +36,56 @@ def test_claim_sets_a_lease_in_the_row(broker):
 def test_finish_ends_the_lease_in_one_statement(broker):
     from django.test.utils import CaptureQueriesContext
 
-    jobs = add.map([(1, 1), (2, 2), (3, 3)])
-    broker.claim(["default"], "w", 10)
+    add.map([(1, 1), (2, 2), (3, 3)])
+    messages = broker.claim(["default"], "w", 10)
     later = timezone.now() + timedelta(hours=1)
     with CaptureQueriesContext(connection) as queries:
-        broker.finish("w", [
-            outcome(jobs[0].id, JobStatus.SUCCEEDED, result="2"),
-            outcome(jobs[1].id, JobStatus.FAILED, error="ValueError: x", traceback="tb"),
-            outcome(jobs[2].id, JobStatus.SCHEDULED, error="E: y", run_at=later),
-        ])
+        assert broker.finish("w", [
+            outcome(messages[0], JobStatus.SUCCEEDED, result="2"),
+            outcome(messages[1], JobStatus.FAILED, error="ValueError: x", traceback="tb"),
+            outcome(messages[2], JobStatus.SCHEDULED, error="E: y", run_at=later),
+        ]) == 3
     assert len(queries.captured_queries) == 1
     assert not Job.objects.filter(lease_expires_at__isnull=False).exists()
+
+
+def test_every_change_raises_the_version_and_a_claim_returns_it_as_its_token(broker):
+    job = add.delay(1, 2)
+
+    def version():
+        return Job.objects.get(id=job.id).version
+
+    assert version() == 0
+    [message] = broker.claim(["default"], "w", 1)
+    assert message.token == version() == 1
+    broker.release("w", [message.lease])
+    assert version() == 2
+    [message] = broker.claim(["default"], "w", 1)
+    assert message.token == 3
+    assert broker.renew("w", [message.lease]) == set()
+    assert version() == 3  # a renewal is no change: the token stays valid
+    assert broker.cancel(job.id)
+    assert version() == 4
+    assert broker.requeue([job.id]) == 1
+    assert version() == 5
+
+
+def test_leases_and_due_times_follow_the_database_clock_not_the_hosts(broker):
+    """A worker host whose clock is an hour off neither hands out live jobs nor runs jobs
+    early: every time that decides is the database's."""
+    from unittest import mock
+
+    job = add.apply_async((1, 1), countdown=2)
+    skewed = timezone.now() + timedelta(hours=1)
+    with mock.patch("django.utils.timezone.now", return_value=skewed):
+        assert broker.promote_due() == 0
+        Job.objects.filter(id=job.id).update(status="queued")
+        [message] = broker.claim(["default"], "w", 1)
+        assert broker.recover() == 0
+        assert broker.renew("w", [message.lease]) == set()
+    row = Job.objects.get(id=job.id)
+    lease = (row.lease_expires_at - timezone.now()).total_seconds()
+    assert 25 < lease <= 30  # LEASE_TIMEOUT from the database's now, not the skewed host's
 
 
 @pytest.mark.skipif(connection.vendor != "sqlite", reason="SQLite set-up")

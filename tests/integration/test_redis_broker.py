@@ -1,16 +1,23 @@
 """What only the Redis broker does (the shared contract: test_broker_contract.py)."""
 
+import time
+from uuid import uuid4
+
 import pytest
 from django.contrib.auth.models import User
 from django.core.checks import run_checks
 from django.test import override_settings
+from django.utils import timezone
 
 from jobqueue import signing
 from jobqueue.brokers import get_broker
+from jobqueue.brokers.base import Outcome
 from jobqueue.brokers.redis import RedisBroker
 from jobqueue.exceptions import ConfigurationError
+from jobqueue.message import Lease
 from jobqueue.models import Job
-from tests.redis_server import redis_broker_settings, require_redis_broker
+from jobqueue.states import JobStatus
+from tests.redis_server import delete_prefix, redis_broker_settings, require_redis_broker
 from tests.testapp.tasks import add
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -38,7 +45,7 @@ def test_a_django_redis_cache_connection_can_be_shared(redis_server):
         [message] = broker.claim(["default"], "w", 5)
         assert message.id == job.id
         assert redis_server.client().hexists("{cachetest}:msg", job.id)
-        broker.release("w")
+        assert broker.release("w", [message.lease]) == 1
 
 
 def test_signatures_made_with_a_retired_key_still_verify():
@@ -81,3 +88,128 @@ def test_a_worker_waiting_after_redis_lost_its_scripts_claims_once_reloaded(redi
         assert broker.wait_and_claim(["default"], "w", 5, timeout=0.1) == []
         [message] = broker.wait_and_claim(["default"], "w", 5, timeout=0.1)
         assert message.id == job.id
+
+
+# -- the interface: fencing tokens, lost runs, queue order ---------------------------------------
+@pytest.fixture
+def broker(redis_server):
+    prefix = f"iface{uuid4().hex[:8]}"
+    conf = {"BROKER": redis_broker_settings(redis_server.url, prefix), "LEASE_TIMEOUT": 30}
+    try:
+        with override_settings(JOBQUEUE=conf):
+            yield get_broker()
+    finally:
+        delete_prefix(redis_server, prefix)
+
+
+def outcome(message, status=JobStatus.SUCCEEDED, **fields):
+    now = timezone.now()
+    return Outcome(message.id, status, now, now, token=message.token, **fields)
+
+
+def test_each_change_raises_the_version_and_a_claim_returns_it_as_token(broker, redis_server):
+    job = add.delay(1, 1)
+    versions = f"{broker.prefix}:ver"
+    client = redis_server.client()
+    assert client.hget(versions, job.id) == b"1"
+    [first] = broker.claim(["default"], "w", 1)
+    assert first.token == 2
+    assert broker.release("w", [first.lease]) == 1
+    assert client.hget(versions, job.id) == b"3"
+    [second] = broker.claim(["default"], "w", 1)
+    assert (second.token, second.attempts) == (4, 1)  # the unrun claim's attempt was given back
+
+
+def test_stale_tokens_are_refused_by_finish_release_and_renew(broker):
+    job = add.delay(1, 1)
+    [first] = broker.claim(["default"], "w", 1)
+    assert broker.release("w", [first.lease], lost="signal 9") == 1  # back of the queue
+    [second] = broker.claim(["default"], "w2", 1)
+    assert second.token > first.token
+    assert broker.finish("w", [outcome(first)]) == 0
+    assert broker.release("w", [first.lease]) == 0
+    assert broker.renew("w", [first.lease, second.lease]) == {job.id}
+    assert broker.renew("w2", [second.lease]) == set()
+    assert broker.finish("w2", [outcome(second)]) == 1
+    assert broker.finish("w2", [outcome(second)]) == 0  # idempotent
+    assert broker.state(job.id).status == "succeeded"
+
+
+def test_a_job_whose_process_keeps_dying_fails_after_max_retries_plus_one_runs(broker):
+    job = add.delay(1, 1)  # max_retries=0: the first loss still gets another try
+    [first] = broker.claim(["default"], "w", 1)
+    assert broker.release("w", [first.lease], lost="exit code 3") == 1
+    assert broker.state(job.id).status == "queued"
+    [second] = broker.claim(["default"], "w", 1)
+    assert second.attempts == 2
+    assert broker.release("w", [second.lease], lost="signal 9") == 1
+    state = broker.state(job.id)
+    assert state.status == "failed"
+    assert state.error.startswith("WorkerLost: its worker process died (signal 9)")
+    broker.sync()
+    row = Job.objects.get(id=job.id)
+    assert (row.status, row.attempts) == ("failed", 2)
+    assert row.error.startswith("WorkerLost")
+
+
+@override_settings()
+def test_recover_handles_expired_leases_as_lost_runs(redis_server):
+    prefix = f"recov{uuid4().hex[:8]}"
+    conf = {"BROKER": redis_broker_settings(redis_server.url, prefix), "LEASE_TIMEOUT": 0.2}
+    try:
+        with override_settings(JOBQUEUE=conf):
+            broker = get_broker()
+            kept, lost = add.delay(1, 1), add.delay(2, 2)
+            held, dropped = broker.claim(["default"], "w", 2)
+            assert (held.id, dropped.id) == (kept.id, lost.id)
+            deadline = time.monotonic() + 5
+            while broker.recover() == 0:
+                broker.renew("w", [held.lease])
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+            assert broker.state(lost.id).status == "queued"
+            assert broker.state(kept.id).status == "started"
+            assert broker.renew("w", [dropped.lease]) == {lost.id}
+            [again] = broker.claim(["default"], "w", 1)
+            assert (again.id, again.attempts) == (lost.id, 2)
+            assert broker.release("w", [again.lease], lost=LOST) == 1
+            assert "its worker stopped renewing its lease" in broker.state(lost.id).error
+    finally:
+        delete_prefix(redis_server, prefix)
+
+
+LOST = "its worker stopped renewing its lease"
+
+
+def test_queue_order_unrun_to_the_front_lost_and_retried_to_the_back(broker):
+    a, b, c = (add.delay(i, i) for i in range(3))
+    [first] = broker.claim(["default"], "w", 1)
+    assert first.id == a.id
+    broker.release("w", [first.lease])  # never ran: keeps its place
+    assert [m.id for m in broker.claim(["default"], "w", 1)] == [a.id]
+    broker.release("w", [Lease(a.id, first.token + 2)], lost="signal 9")  # lost: the back
+    retried = add.delay(3, 3)
+    [m_b] = broker.claim(["default"], "w", 1)
+    broker.finish("w", [outcome(m_b, JobStatus.SCHEDULED, run_at=timezone.now())])  # due now
+    order = [m.id for m in broker.claim(["default"], "w", 10)]
+    assert order == [c.id, a.id, retried.id, b.id]
+
+
+def test_a_claim_retried_after_a_lost_reply_gets_the_same_jobs(broker, redis_server):
+    jobs = add.map([(i, i) for i in range(3)])
+    args = broker.claim_args(["default"], "w", 2)
+    first = broker.leased(broker.run("CLAIM", *args))
+    again = broker.leased(broker.run("CLAIM", *args))
+    assert [(m.id, m.token) for m in first] == [(m.id, m.token) for m in again]
+    assert [m.id for m in first] == [j.id for j in jobs[:2]]
+    assert [m.id for m in broker.claim(["default"], "w", 5)] == [jobs[2].id]
+
+
+def test_an_enqueue_sent_twice_queues_the_job_once(broker):
+    from jobqueue.message import Message
+
+    message = Message(task="tests.testapp.tasks.add", arguments='{"args":[1,1],"kwargs":{}}',
+                      queue="default")
+    broker.enqueue([message])
+    broker.enqueue([message])
+    assert [m.id for m in broker.claim(["default"], "w", 5)] == [message.id]

@@ -9,9 +9,13 @@ import pytest
 from django.db import transaction
 from django.test import override_settings
 from django.utils import timezone
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, precondition, rule, run_state_machine_as_test
 
 from jobqueue.brokers import Broker, get_broker
 from jobqueue.brokers.base import Outcome
+from jobqueue.message import Message
 from jobqueue.models import Job
 from jobqueue.states import JobStatus
 from tests.redis_server import delete_prefix, redis_broker_settings, require_redis_broker
@@ -48,9 +52,10 @@ def row(broker: Broker, job_id: str) -> Job:
     return Job.objects.get(id=job_id)
 
 
-def finish(broker: Broker, job_id: str, status: JobStatus, started_at=None, **fields) -> None:
+def finish(broker: Broker, message, status: JobStatus, started_at=None, **fields) -> int:
     now = timezone.now()
-    broker.finish("w", [Outcome(job_id, status, started_at or now, now, **fields)])
+    outcome = Outcome(message.id, status, started_at or now, now, token=message.token, **fields)
+    return broker.finish("w", [outcome])
 
 
 def test_each_sync_records_the_state_reached(tracked):
@@ -65,7 +70,7 @@ def test_each_sync_records_the_state_reached(tracked):
     assert (started.status, started.worker, started.attempts) == ("started", "w", 1)
     assert started.started_at is not None
 
-    finish(tracked, job.id, JobStatus.SUCCEEDED, started_at=started.started_at, result='"ok"')
+    finish(tracked, message, JobStatus.SUCCEEDED, started_at=started.started_at, result='"ok"')
     done = row(tracked, job.id)
     assert (done.status, done.result, done.worker, done.attempts) == ("succeeded", '"ok"', "w", 1)
     assert done.started_at == started.started_at
@@ -92,8 +97,8 @@ def test_jobs_sent_or_claimed_together_share_one_event(tracked, redis_server):
 
 def test_a_job_finished_before_any_sync_is_recorded_whole(tracked):
     job = add.apply_async((AWKWARD, 2), queue="low")
-    tracked.claim(["low"], "w", 1)
-    finish(tracked, job.id, JobStatus.FAILED, error="ValueError: " + AWKWARD, traceback=AWKWARD)
+    [message] = tracked.claim(["low"], "w", 1)
+    finish(tracked, message, JobStatus.FAILED, error="ValueError: " + AWKWARD, traceback=AWKWARD)
     failed = row(tracked, job.id)
     assert (failed.status, failed.queue, failed.attempts) == ("failed", "low", 1)
     assert (failed.error, failed.traceback) == ("ValueError: " + AWKWARD, AWKWARD)
@@ -103,13 +108,13 @@ def test_a_job_finished_before_any_sync_is_recorded_whole(tracked):
 
 def test_a_retry_is_recorded_scheduled_then_queued_again(tracked):
     job = add.delay(1, 1)
-    tracked.claim(["default"], "w", 1)
+    [message] = tracked.claim(["default"], "w", 1)
     later = timezone.now() + timedelta(hours=1)
-    finish(tracked, job.id, JobStatus.SCHEDULED, error="boom", run_at=later)
+    finish(tracked, message, JobStatus.SCHEDULED, error="boom", run_at=later)
     retry = row(tracked, job.id)
     assert (retry.status, retry.error, retry.run_at) == ("scheduled", "boom", later)
-    assert tracked.release("w") == 0  # the worker holds it no more
-    finish(tracked, job.id, JobStatus.SUCCEEDED)  # a late finish of a job it lost: ignored
+    assert tracked.release("w", [message.lease]) == 0  # the worker holds it no more
+    assert finish(tracked, message, JobStatus.SUCCEEDED) == 0  # a late finish: refused
     assert row(tracked, job.id).status == "scheduled"
 
 
@@ -150,10 +155,130 @@ def test_untracked_jobs_run_and_report_but_leave_no_row(untracked, redis_server)
     with transaction.atomic():
         in_transaction = add.delay(4, 5)  # the outbox holds its row until delivery
     [first, second] = untracked.claim(["default"], "w", 2)
-    finish(untracked, first.id, JobStatus.SUCCEEDED, result="5")
-    finish(untracked, second.id, JobStatus.SUCCEEDED, result="9")
+    finish(untracked, first, JobStatus.SUCCEEDED, result="5")
+    finish(untracked, second, JobStatus.SUCCEEDED, result="9")
     assert job.get(timeout=1) == 5
     assert in_transaction.get(timeout=1) == 9
     untracked.sync()
     assert not Job.objects.exists()
     assert not redis_server.client().exists(f"{untracked.prefix}:events")
+
+
+# -- convergence: any interleaving, then a final sync: the table says what Redis knows -----------
+class TrackingMachine(RuleBasedStateMachine):
+    """Random interleavings of every broker change, with syncs of one batch in between and
+    finishes and releases carrying stale tokens; after a final sync each job's row has the
+    status, version and attempts Redis has (and no row exists for what Redis forgot)."""
+
+    server = None  # set by the test
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.prefix = f"model{uuid4().hex[:8]}"  # each example starts from an empty Redis
+        conf = {"BROKER": redis_broker_settings(self.server.url, self.prefix)}
+        self.settings = override_settings(JOBQUEUE=conf)
+        self.settings.enable()
+        self.broker = get_broker()
+        self.jobs: list[str] = []
+        self.claims: list[Message] = []  # every claim made, current or stale
+
+    @rule(n=st.integers(1, 3))
+    def send(self, n):
+        self.jobs += [j.id for j in add.map([(i, i) for i in range(n)])]
+
+    @rule(limit=st.integers(1, 3))
+    def claim(self, limit):
+        self.claims += self.broker.claim(["default"], "w", limit)
+
+    @precondition(lambda self: self.claims)
+    @rule(data=st.data(), status=st.sampled_from(["succeeded", "failed", "retry"]))
+    def finish(self, data, status):
+        m = data.draw(st.sampled_from(self.claims))
+        now = timezone.now()
+        if status == "retry":
+            due = now - timedelta(seconds=1)  # due at once, whatever the clocks' ms say
+            outcome = Outcome(m.id, JobStatus.SCHEDULED, now, now, error="retry", run_at=due,
+                              token=m.token)
+        else:
+            outcome = Outcome(m.id, JobStatus(status), now, now, result="1", token=m.token)
+        self.broker.finish("w", [outcome])
+
+    @precondition(lambda self: self.claims)
+    @rule(data=st.data(), lost=st.sampled_from(["", "signal 9"]))
+    def release(self, data, lost):
+        m = data.draw(st.sampled_from(self.claims))
+        self.broker.release("w", [m.lease], lost=lost)
+
+    @precondition(lambda self: self.claims)
+    @rule(data=st.data())
+    def lease_expires(self, data):
+        m = data.draw(st.sampled_from(self.claims))
+        self.broker.client.zadd(self.broker.key("running"), {m.id: 0}, xx=True)
+        self.broker.recover()
+
+    @precondition(lambda self: self.jobs)
+    @rule(data=st.data())
+    def cancel(self, data):
+        self.broker.cancel(data.draw(st.sampled_from(self.jobs)))
+
+    @rule()
+    def requeue(self):
+        self.broker.requeue(self.jobs)  # the table holds earlier examples' jobs too
+
+    @rule()
+    def purge(self):
+        self.broker.purge_queue("default")
+
+    @rule()
+    def sync_one_batch(self):
+        self.broker.tracking.sync(budget=0)
+
+    def teardown(self) -> None:
+        try:
+            self.check()
+        finally:
+            self.settings.disable()
+            delete_prefix(self.server, self.prefix)
+
+    def check(self) -> None:
+        assert self.broker.tracking.sync(budget=30)
+        client, key = self.broker.client, self.broker.key
+        rows = {str(r.id): r for r in Job.objects.filter(id__in=self.jobs)}
+        for job_id in self.jobs:
+            ended = client.get(key("r", job_id))
+            version = client.hget(key("ver"), job_id)
+            if ended is not None:
+                version = int(ended.split(b"|", 1)[0])
+            if version is None:
+                assert job_id not in rows, f"{job_id}: a row for a job Redis forgot"
+                continue
+            row = rows[job_id]
+            state = self.broker.state(job_id)
+            assert (row.status, row.version) == (state.status, int(version)), job_id
+            if ended is None:
+                attempts = int(client.hget(key("attempts"), job_id) or 0)
+                assert row.attempts == attempts, job_id
+
+
+def test_the_table_converges_to_what_redis_knows(redis_server):
+    require_redis_broker()
+    TrackingMachine.server = redis_server
+    run_state_machine_as_test(
+        TrackingMachine,
+        settings=settings(max_examples=40, stateful_step_count=40, deadline=None,
+                          suppress_health_check=list(HealthCheck)),
+    )
+
+
+def test_the_limits_tracking_enforces_are_the_columns_own():
+    from jobqueue.brokers.redis.tracking import LIMITS
+
+    for name, limit in LIMITS.items():
+        field = Job._meta.get_field(name)
+        if len(limit) == 1:
+            assert field.max_length == limit[0], name
+        else:
+            ranges = {"SmallIntegerField": (-32768, 32767),
+                      "PositiveSmallIntegerField": (0, 32767),
+                      "PositiveIntegerField": (0, 2**31 - 1)}
+            assert ranges[field.get_internal_type()] == limit, name

@@ -11,7 +11,7 @@ from django.utils import timezone
 
 from jobqueue.brokers import get_broker
 from jobqueue.conf import get_settings
-from jobqueue.models import Worker
+from jobqueue.models import Job, Worker
 from jobqueue.states import JobStatus
 
 BAR_WIDTH = 40
@@ -70,6 +70,9 @@ class Command(BaseCommand):
             lines.append(f"{queue:<{name_width}} |{bar:<{BAR_WIDTH}}  {numbers}{note}")
         total = sum(sum(row.values()) for row in counts.values())
         lines.append(f"{len(queues)} queues, {total} jobs")
+        resent = Job.objects.filter(resent__gt=0).count()
+        if resent:
+            lines.append(self.style.WARNING(f"{resent} jobs sent again after the broker lost them"))
         return lines
 
     def count_cell(self, status: str, n: int) -> str:
@@ -96,9 +99,14 @@ class Command(BaseCommand):
                 )
             else:
                 state, doing = "idle ", ""
+            replaced = (
+                f"  replaced {worker.replacements}x, last: {worker.replaced_because}"
+                if worker.replacements
+                else ""
+            )
             lines.append(
                 f"{worker.name:<{name_width}}  {state}  queues {worker.queues}  "
-                f"done {worker.jobs_done}  {doing}".rstrip()
+                f"done {worker.jobs_done}{replaced}  {doing}".rstrip()
             )
         lines.append(f"{len(workers)} workers, {busy} busy")
         return lines

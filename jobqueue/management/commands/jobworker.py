@@ -31,6 +31,18 @@ class Command(BaseCommand):
             action="store_true",
             help="Do not send the jobs of periodic schedules from this worker.",
         )
+        parser.add_argument(
+            "--max-jobs",
+            type=int,
+            metavar="N",
+            help="Replace a process after it has run N jobs (its jobs acknowledged first).",
+        )
+        parser.add_argument(
+            "--max-memory",
+            type=float,
+            metavar="MB",
+            help="Replace a process whose resident memory passed MB after a job.",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         logger = logging.getLogger("jobqueue")
@@ -46,6 +58,8 @@ class Command(BaseCommand):
                 burst=options["burst"],
                 name=options["name"],
                 scheduler=not options["no_scheduler"],
+                max_jobs=options["max_jobs"],
+                max_memory=options["max_memory"],
             )
         except ValueError as exc:
             raise CommandError(str(exc)) from exc

@@ -1,0 +1,98 @@
+"""What operators do to Redis jobs: cancel, requeue, purge. Each goes through a script that
+checks the job's state in Redis and raises its version; the Job table learns of it from the
+event, like any other change (no row of a Redis job is updated here directly)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from datetime import timedelta
+from typing import TYPE_CHECKING
+
+from django.utils import timezone
+
+from jobqueue.brokers.redis import codec, results
+from jobqueue.conf import get_settings
+from jobqueue.states import FINISHED, JobStatus
+
+if TYPE_CHECKING:
+    from jobqueue.brokers.redis.broker import RedisBroker
+
+logger = logging.getLogger(__name__)
+
+CHUNK = 500
+PURGE_CHUNK = 1000  # jobs one purge script call removes: Redis stays responsive meanwhile
+
+
+def cancel(broker: RedisBroker, job_id: str) -> bool:
+    """True if the job was waiting, scheduled, running, or still in the outbox; False if it has
+    finished (tracked yet or not) or is unknown."""
+    from jobqueue.models import Job, Outbox
+
+    row = Job.objects.filter(id=job_id).values("version").first()
+    in_outbox = Outbox.objects.filter(job_id=job_id).exists()
+    done = {
+        "status": JobStatus.CANCELED.value,
+        "error": "canceled",
+        "ended_at": timezone.now().isoformat(),
+    }
+    floor = row["version"] if row else 0
+    canceled = bool(
+        broker.run("CANCEL", job_id, results.ttl(), json.dumps(done), floor, int(in_outbox))
+    )
+    if canceled and in_outbox:
+        Outbox.objects.filter(job_id=job_id).delete()
+        if not get_settings().TRACKING:
+            Job.objects.filter(id=job_id).delete()  # untracked: no record to keep
+    return canceled
+
+
+def requeue(broker: RedisBroker, job_ids: Sequence[str] | None = None) -> int:
+    """Failed or canceled jobs back to the back of their queues, from the signed bodies the
+    tracker stored (never from the row's columns): a job Redis shows live, or finished since
+    with success, is left alone."""
+    from jobqueue.models import Job
+
+    broker.sync()
+    rows = Job.objects.filter(status__in=(JobStatus.FAILED, JobStatus.CANCELED))
+    if job_ids is not None:
+        rows = rows.filter(id__in=list(job_ids))
+    args: list[object] = []
+    for pk, body, version in rows.values_list("id", "body", "version").iterator():
+        job_id = str(pk)
+        if not body or not codec.verified(job_id, body):
+            logger.warning(
+                "job=%s state=requeue-refused reason=%s",
+                job_id,
+                "no signed body recorded" if not body else "its body does not verify",
+            )
+            continue
+        args += [job_id, body, version]
+    requeued = 0
+    for start in range(0, len(args), CHUNK * 3):
+        requeued += len(broker.run("REQUEUE", *args[start : start + CHUNK * 3]))
+    if requeued:
+        broker.sync()
+    return requeued
+
+
+def purge_queue(broker: RedisBroker, queue: str) -> int:
+    """Every job waiting or scheduled in ``queue``, a chunk per script call."""
+    removed, cursor, more = 0, 0, 1
+    while more or cursor >= 0:
+        count, cursor, more = (int(v) for v in broker.run("PURGE", queue, PURGE_CHUNK, cursor))
+        removed += count
+    broker.sync()
+    return removed
+
+
+def forget_results(broker: RedisBroker, older_than: timedelta) -> None:
+    """The results in Redis of the finished jobs about to be purged from the table."""
+    from jobqueue.models import Job
+
+    cutoff = timezone.now() - older_than
+    old = Job.objects.filter(status__in=FINISHED, ended_at__lt=cutoff)
+    ids = [str(i) for i in old.values_list("id", flat=True)]
+    for start in range(0, len(ids), CHUNK):
+        broker.client.delete(*[broker.key("r", i) for i in ids[start : start + CHUNK]])
