@@ -74,7 +74,7 @@ def run(args: argparse.Namespace) -> None:
 
     from jobqueue.brokers import get_broker
     from jobqueue.models import Job, Schedule, ScheduleTick
-    from jobqueue.scheduler import Scheduler
+    from jobqueue.scheduler import Scheduler, send
 
     call_command("migrate", verbosity=0)
     Schedule.objects.all().delete()
@@ -99,6 +99,12 @@ def run(args: argparse.Namespace) -> None:
             idle = partial(schedulers[0].run_once, tick + timedelta(seconds=0.6))
             _, idle_q, idle_c = measure(broker, counter, idle)
             rows.append((passes, idle_q, idle_c))
+        # A scheduler that read the schedule before another sent its tick, and tries it too.
+        stale = Schedule.objects.get(name="s0")
+        stale.last_tick = None
+        last = base + timedelta(seconds=args.ticks)
+        lost, race_q, race_c = measure(broker, counter, partial(send, stale, last))
+        assert lost is None
     sent = ScheduleTick.objects.count()
     assert sent == args.schedules * args.ticks, f"{sent} jobs for {args.ticks} ticks"
 
@@ -117,6 +123,7 @@ def run(args: argparse.Namespace) -> None:
               f"{idle_q:>17} {idle_c:>5}")
     total_q = sum(sum(p[1] for p in passes) for passes, _, _ in rows) / args.ticks
     total_c = sum(sum(p[2] for p in passes) for passes, _, _ in rows) / args.ticks
+    print(f"a scheduler losing the race for a tick: {race_q} queries, {race_c} Redis commands")
     print(f"per tick: {total_q:.1f} queries ({total_q / n:.1f} per schedule), "
           f"{total_c:.1f} Redis commands ({total_c / n:.1f} per schedule)")
 
