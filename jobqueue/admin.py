@@ -32,7 +32,7 @@ from django.utils.translation import ngettext
 from jobqueue.brokers import get_broker
 from jobqueue.conf import get_settings
 from jobqueue.exceptions import ConfigurationError, JobQueueError, UnknownTask
-from jobqueue.models import Job, Schedule, Worker
+from jobqueue.models import Job, Schedule, ScheduleTick, Worker
 from jobqueue.paginator import EstimatedCountPaginator
 from jobqueue.registry import all_tasks
 from jobqueue.states import JobStatus
@@ -184,6 +184,7 @@ class JobAdmin(ReadOnlyAdmin):
             "Timing",
             {
                 "fields": (
+                    "schedule_display",
                     "enqueued_at",
                     "run_at",
                     "started_at",
@@ -206,6 +207,18 @@ class JobAdmin(ReadOnlyAdmin):
     @admin.display(description="duration")
     def duration_display(self, job: Job) -> str:
         return format_seconds(job.duration)
+
+    @admin.display(description="schedule")
+    def schedule_display(self, job: Job) -> SafeString | str:
+        """The schedule that sent the job, and its tick (or "run now")."""
+        tick = ScheduleTick.objects.filter(job_id=job.pk).select_related("schedule").first()
+        if tick is None:
+            return EMPTY
+        url = reverse(f"{self.admin_site.name}:jobqueue_schedule_change", args=[tick.schedule_id])
+        when = (
+            "run now" if tick.manual else f"tick {timezone.localtime(tick.tick):%Y-%m-%d %H:%M:%S}"
+        )
+        return format_html('<a href="{}">{}</a> ({})', url, tick.schedule.name, when)
 
     @admin.display(description="arguments")
     def arguments_display(self, job: Job) -> SafeString | str:

@@ -123,6 +123,9 @@ def test_run_now_sends_a_job_linked_to_the_schedule(admin_client, broker):
     jobs = admin_client.get(reverse("admin:jobqueue_job_changelist"),
                             {"schedule": str(schedule.pk)}).context["cl"].result_list
     assert [str(j.id) for j in jobs] == [str(tick.job_id)]
+    page = admin_client.get(reverse("admin:jobqueue_job_change", args=[tick.job_id]))
+    assert (f'<a href="/admin/jobqueue/schedule/{schedule.pk}/change/">nightly</a> (run now)'
+            in page.content.decode())
     assert Job.objects.count() == 2
 
 

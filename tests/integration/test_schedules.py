@@ -215,3 +215,22 @@ def test_the_scheduler_stays_off_without_its_tables(caplog, monkeypatch):
     assert scheduler.step() == 0
     errors = [r.getMessage() for r in caplog.records if "scheduler-off" in r.getMessage()]
     assert len(errors) == 1 and "run manage.py migrate" in errors[0]
+
+
+@pytest.mark.parametrize(("night", "expected"), [
+    # spring-forward: 02:30 does not exist; its run comes at 03:00 CEST, once
+    ("2025-03-29 20:00", ["2025-03-30 01:00"]),
+    # fall-back: 02:30 comes twice; one run, at the first
+    ("2025-10-25 20:00", ["2025-10-26 00:30"]),
+])
+def test_the_scheduler_runs_a_dst_night_once(broker, night, expected):
+    """A scheduler looking every 7 minutes through the night sends one job, at the right instant."""
+    start = datetime.fromisoformat(night).replace(tzinfo=UTC)
+    schedule = make(cron="30 2 * * *", timezone="Europe/Paris", since=start)
+    scheduler = Scheduler()
+    moment = start
+    while moment < start + timedelta(hours=10):
+        scheduler.run_once(moment)
+        moment += timedelta(minutes=7)
+    expected_ticks = [datetime.fromisoformat(t).replace(tzinfo=UTC) for t in expected]
+    assert [j.run_at for j in jobs_of(broker, schedule)] == expected_ticks
