@@ -7,6 +7,8 @@ from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from jobqueue import Cron
 from jobqueue.exceptions import ConfigurationError
@@ -162,3 +164,33 @@ def test_all_is_capped_and_latest_is_cheap_after_a_long_downtime() -> None:
 
 def test_nothing_due() -> None:
     assert due_ticks(HOURLY, utc("2025-06-01 09:00"), utc("2025-06-01 09:59:59")) == []
+
+
+# -- properties of due_ticks over any sequence of looks -------------------------------------------
+TIMINGS = [Every(1), Every(7), Cron("*/2 * * * *", timezone="UTC"),
+           Cron("30 2 * * *", timezone="Europe/Paris"), Cron("0 * * * *", timezone="Europe/Paris")]
+START = utc("2025-10-25 23:00")
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    timing=st.sampled_from(TIMINGS),
+    policy=st.sampled_from(["latest", "skip", "all"]),
+    gaps=st.lists(st.floats(min_value=0.05, max_value=9.5), min_size=1, max_size=60),
+    downtime=st.integers(min_value=0, max_value=3 * 3600),
+)
+def test_due_ticks_send_each_tick_at_most_once_in_order(timing, policy, gaps, downtime):
+    """A scheduler looking at any instants sends ticks in order, each once, none from the future,
+    and, while it looks at least every ON_TIME, every tick."""
+    after = now = START
+    sent: list[datetime] = []
+    for i, gap in enumerate(gaps):
+        now += timedelta(seconds=gap + (downtime if i == len(gaps) // 2 else 0))
+        ticks = due_ticks(timing, after, now, policy)
+        assert ticks == sorted(ticks) and all(after < t <= now for t in ticks)
+        if ticks:
+            sent += ticks
+            after = ticks[-1]
+    assert len(sent) == len(set(sent))
+    if downtime == 0:  # looked at least every ON_TIME: nothing was missed
+        assert sent == timing.ticks(START, now)
