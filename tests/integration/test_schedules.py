@@ -234,3 +234,41 @@ def test_the_scheduler_runs_a_dst_night_once(broker, night, expected):
         moment += timedelta(minutes=7)
     expected_ticks = [datetime.fromisoformat(t).replace(tzinfo=UTC) for t in expected]
     assert [j.run_at for j in jobs_of(broker, schedule)] == expected_ticks
+
+
+def test_schedulers_racing_for_the_same_ticks_send_each_once(broker):
+    """Eight threads, each a scheduler with its own connection, released together at every
+    tick: one job per tick."""
+    import threading
+
+    from django.db import connections
+
+    schedule = make(cron="", interval=1)
+    ticks = [at(seconds=s) for s in range(1, 6)]
+    barrier = threading.Barrier(8)
+    won: list[str] = []
+    errors: list[BaseException] = []
+
+    def scheduler() -> None:
+        try:
+            for tick in ticks:
+                mine = Schedule.objects.get(pk=schedule.pk)
+                barrier.wait(timeout=30)
+                job_id = send(mine, tick)
+                if job_id:
+                    won.append(job_id)
+        except BaseException as exc:
+            errors.append(exc)
+            barrier.abort()
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=scheduler) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert not errors, errors
+    assert len(won) == len(ticks)
+    assert [j.run_at for j in jobs_of(broker, schedule)] == ticks
+    assert ScheduleTick.objects.filter(schedule=schedule).count() == len(ticks)
