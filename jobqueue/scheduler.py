@@ -56,7 +56,8 @@ def due_ticks(
     Ticks at most ``ON_TIME`` late are all sent, whatever the policy. Once one is later than that
     (the schedulers were down), ``catch_up`` decides: ``latest`` sends the last due tick once,
     ``skip`` only the ticks still on time, ``all`` each due tick (the last ``CATCH_UP_LIMIT``).
-    A tick more than ``max_delay`` seconds late is never sent.
+    A tick more than ``max_delay`` seconds late is never sent, on time or not (so a
+    ``max_delay`` shorter than a scheduler's poll, about a second, may drop ticks).
 
     E.g. ``"0 * * * *"`` (hourly), schedulers down from 09:50 to 12:20: ``latest`` sends the
     12:00 tick at 12:20, ``skip`` sends nothing until 13:00, ``all`` sends 10:00, 11:00 and
@@ -66,8 +67,8 @@ def due_ticks(
     if first > now:
         return []
     if now - first <= ON_TIME:
-        return timing.ticks(after, now)
-    if catch_up == "skip":
+        found = timing.ticks(after, now)
+    elif catch_up == "skip":
         found = timing.ticks(max(after, now - ON_TIME), now)
     elif catch_up == "all":
         found = timing.latest_ticks(after, now, CATCH_UP_LIMIT)

@@ -148,6 +148,14 @@ def test_ticks_on_time_are_all_sent_whatever_the_policy(policy: str) -> None:
     assert ticks == [utc("2025-06-01 12:00:01"), utc("2025-06-01 12:00:02")]
 
 
+@pytest.mark.parametrize("policy", ["latest", "skip", "all"])
+def test_max_delay_holds_for_ticks_on_time_too(policy: str) -> None:
+    """max_delay=2: of the ticks 1 to 5 s late (all "on time"), those over 2 s late are not sent."""
+    ticks = due_ticks(Every(1), utc("2025-06-01 12:00:00"), utc("2025-06-01 12:00:05"), policy, 2)
+    assert ticks == [utc("2025-06-01 12:00:03"), utc("2025-06-01 12:00:04"),
+                     utc("2025-06-01 12:00:05")]
+
+
 def test_skip_sends_the_ticks_still_on_time_after_downtime() -> None:
     now = utc("2025-06-01 12:00:00.5")
     ticks = due_ticks(Every(1), utc("2025-06-01 11:00:00"), now, "skip")
