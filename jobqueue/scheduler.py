@@ -16,17 +16,32 @@ it when it commits (never, if it rolls back). A scheduler that loses the race ro
 with its tick row, on either broker.
 
 After downtime a schedule's ``catch_up`` decides (see ``due_ticks``).
+
+Clocks: a pass takes its "now" from the database (the query that reads the schedules), so every
+scheduler, on whatever host, agrees on which ticks are due: a host whose clock runs ahead cannot
+send a tick the others think is still to come (and with it move ``last_tick`` past ticks they
+have yet to send). A job sent late enters its queue at its send time (``run_at``), behind the
+jobs already waiting; the tick itself stays in the tick row and in ``scheduled_at``.
+
+Locks: the transaction first takes the schedule's row with ``SKIP LOCKED`` (a schedule another
+scheduler is sending is left to it for this pass), and on PostgreSQL its lock waits, statements
+and idle time are bounded (``LOCK_TIMEOUT``...): a scheduler stopped mid-transaction (SIGSTOP, a
+half-open connection) neither blocks the others nor holds its row for long. A pass stops after
+``BUDGET`` seconds and leaves the rest for the next, so the supervisor that runs it gets back to
+renewing its children's leases in time.
 """
 
 from __future__ import annotations
 
 import logging
+import random
 import time
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.db import IntegrityError, connections, router, transaction
+from django.db import IntegrityError, OperationalError, connections, router, transaction
 from django.db.models import Exists, OuterRef, Q
+from django.db.models.functions import Now
 from django.utils import timezone
 
 from jobqueue.brokers import get_broker
@@ -42,6 +57,12 @@ CATCH_UP_LIMIT = 100  # ticks sent at most for one catch-up with catch_up="all"
 PRUNE_EVERY = 3600.0  # seconds between prunings of tick rows whose job was purged
 PRUNE_AFTER = timedelta(days=1)  # tick rows younger than this are kept, purged job or not
 PRUNE_BATCH = 1000
+BUDGET = 0.5  # seconds a pass may take; what is left waits for the next pass
+# PostgreSQL bounds of a tick's transaction (SET LOCAL: they end with it).
+LOCK_TIMEOUT = "1s"
+STATEMENT_TIMEOUT = "2s"
+IDLE_IN_TRANSACTION_TIMEOUT = "10s"
+TIMEOUT_SQLSTATES = {"55P03", "57014"}  # lock_not_available, query_canceled
 
 
 def due_ticks(
@@ -86,9 +107,36 @@ def owed_after(schedule: Any) -> datetime:
     return max(last, schedule.since) if last is not None else schedule.since
 
 
-def send(schedule: Any, tick: datetime, *, manual: bool = False) -> str | None:
+def bound(alias: str) -> None:
+    """Bound the current transaction's lock waits, statements and idle time (PostgreSQL)."""
+    connection = connections[alias]
+    if connection.vendor != "postgresql":
+        return  # SQLite: its busy timeout bounds the wait for the write lock
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT set_config('lock_timeout', %s, true), "
+            "set_config('statement_timeout', %s, true), "
+            "set_config('idle_in_transaction_session_timeout', %s, true)",
+            [LOCK_TIMEOUT, STATEMENT_TIMEOUT, IDLE_IN_TRANSACTION_TIMEOUT],
+        )
+
+
+def _timed_out(exc: OperationalError) -> bool:
+    cause = exc.__cause__
+    return getattr(cause, "sqlstate", None) in TIMEOUT_SQLSTATES or (
+        getattr(cause, "pgcode", None) in TIMEOUT_SQLSTATES
+    )
+
+
+def send(
+    schedule: Any, tick: datetime, *, manual: bool = False, now: datetime | None = None
+) -> str | None:
     """Send the job of ``schedule``'s ``tick``; return its id, or None when another scheduler
-    sent it (or a later tick) first. ``manual``: a "run now", not a tick of the clock."""
+    sent it (or a later tick) first, or is sending it now. ``manual``: a "run now", not a tick
+    of the clock. ``now``: the time of sending (the pass's database clock; default this host's).
+
+    The job's ``enqueued_at`` is ``now`` and its ``run_at`` is ``max(tick, now)``: a tick sent
+    late enters its queue behind the jobs already waiting (the brokers order by ``run_at``)."""
     from jobqueue.models import Job, Schedule, ScheduleTick
 
     message = build_message(
@@ -99,7 +147,9 @@ def send(schedule: Any, tick: datetime, *, manual: bool = False) -> str | None:
         priority=schedule.priority,
         tick=tick,
     )
-    now = timezone.now()
+    now = now or timezone.now()
+    message.enqueued_at = now
+    message.run_at = max(tick, now)
     # The transaction is on the Job table's database: the broker writes the job (or its outbox
     # entry) there, so the schedule's rows must be written there too.
     alias = router.db_for_write(Job)
@@ -110,13 +160,21 @@ def send(schedule: Any, tick: datetime, *, manual: bool = False) -> str | None:
         changes["last_tick"] = tick
     try:
         with transaction.atomic(using=alias):
-            if not rows.update(**changes):
+            bound(alias)
+            # The row first, without waiting: a scheduler holding it is sending this schedule.
+            if not list(rows.select_for_update(skip_locked=True).values_list("pk", flat=True)):
                 return None
+            rows.update(**changes)
             ScheduleTick.objects.using(alias).create(
                 schedule_id=schedule.pk, tick=tick, job_id=message.id, manual=manual, created_at=now
             )
             get_broker().enqueue([message])
     except IntegrityError:
+        return None
+    except OperationalError as exc:
+        if not _timed_out(exc):
+            raise
+        logger.warning("schedule=%s tick=%s state=skipped error=%s", schedule.name, tick, exc)
         return None
     logger.info(
         "schedule=%s job=%s task=%s tick=%s state=sent%s",
@@ -133,7 +191,9 @@ def run_now(schedule: Any) -> str:
     """Send one job of ``schedule`` now, outside its timing (the admin's "run now")."""
     job_id = send(schedule, timezone.now(), manual=True)
     if job_id is None:
-        raise JobQueueError(f"schedule {schedule.name!r} no longer exists")
+        raise JobQueueError(
+            f"schedule {schedule.name!r} no longer exists, or a scheduler is sending it: try again"
+        )
     return job_id
 
 
@@ -175,7 +235,7 @@ class Scheduler:
             logger.info(
                 "state=schedules-synced %s", " ".join(f"{k}={v}" for k, v in counts.items())
             )
-        sent = self.run_once(timezone.now())
+        sent = self.run_once()
         if time.monotonic() >= self.next_prune:
             self.next_prune = time.monotonic() + PRUNE_EVERY
             prune()
@@ -196,12 +256,26 @@ class Scheduler:
         self.next_poll = float("inf")
         return False
 
-    def run_once(self, now: datetime) -> int:
-        """One pass at the instant ``now`` (tests give their own)."""
-        from jobqueue.models import Schedule
+    def run_once(self, now: datetime | None = None) -> int:
+        """One pass at the instant ``now``: the database's clock, read with the schedules (tests
+        give their own). Stops after ``BUDGET`` seconds; the rest waits for the next pass."""
+        from jobqueue.models import Job, Schedule
 
-        sent = 0
-        for schedule in Schedule.objects.filter(enabled=True):
+        started = time.monotonic()
+        alias = router.db_for_write(Job)
+        schedules = list(
+            Schedule.objects.using(alias).filter(enabled=True).annotate(database_now=Now())
+        )
+        if not schedules:
+            return 0
+        if now is None:
+            now = schedules[0].database_now
+        random.shuffle(schedules)  # a pass cut short by its budget favours none of them
+        sent, tried = 0, False
+        for schedule in schedules:
+            if tried and time.monotonic() - started > BUDGET:
+                logger.info("state=scheduler-pass-cut budget=%ss sent=%s", BUDGET, sent)
+                break
             try:
                 ticks = due_ticks(
                     schedule.timing(),
@@ -211,8 +285,12 @@ class Scheduler:
                     schedule.max_delay,
                 )
                 for tick in ticks:
-                    if send(schedule, tick):
+                    clock = now + timedelta(seconds=time.monotonic() - started)
+                    tried = True
+                    if send(schedule, tick, now=clock):
                         sent += 1
+                    if time.monotonic() - started > BUDGET:
+                        break
             except BrokerError:
                 raise  # the supervisor's guard handles an unreachable broker
             except (JobQueueError, TypeError, ValueError) as exc:

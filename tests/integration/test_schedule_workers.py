@@ -59,7 +59,8 @@ def test_three_schedulers_send_each_tick_once(broker, jobworker, worker_env, tmp
     assert ticks[0] <= schedule.since.replace(microsecond=0) + timedelta(seconds=10)
     broker.sync()
     jobs = Job.objects.filter(schedule_tick__schedule=schedule)
-    assert sorted(jobs.values_list("run_at", flat=True)) == ticks  # one Job per tick, at its tick
-    failed = {j.run_at for j in jobs.filter(status="failed")}
+    assert sorted(jobs.values_list("schedule_tick__tick", flat=True)) == ticks  # one Job per tick
+    assert all(j.run_at >= j.schedule_tick.tick for j in jobs)  # none queued before its tick
+    failed = {j.schedule_tick.tick for j in jobs.filter(status="failed")}
     assert failed == {t for t in ticks if t.second % 7 == 0} and failed
     assert set(jobs.values_list("status", flat=True)) == {"succeeded", "failed"}

@@ -4,6 +4,7 @@ schedule; catch-up after downtime; the sync of schedules declared in code."""
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from itertools import pairwise
 from typing import Any
 
 import pytest
@@ -15,7 +16,7 @@ from jobqueue.execution import decode_arguments
 from jobqueue.models import Job, Outbox, Schedule, ScheduleTick
 from jobqueue.schedule_sync import sync
 from jobqueue.scheduler import Scheduler, send
-from tests.integration import schedule_tasks  # noqa: F401 (registers the tasks)
+from tests.integration import schedule_tasks  # registers the tasks
 
 TASKS = "tests.integration.schedule_tasks"
 pytestmark = pytest.mark.jobqueue(TASK_MODULES=[TASKS])
@@ -37,7 +38,8 @@ def make(name: str = "greet", **fields: Any) -> Schedule:
 
 def jobs_of(broker: Any, schedule: Schedule) -> list[Job]:
     broker.sync()  # Redis: the Job table is written from its event stream
-    return list(Job.objects.filter(schedule_tick__schedule=schedule).order_by("run_at"))
+    jobs = Job.objects.filter(schedule_tick__schedule=schedule)
+    return list(jobs.order_by("schedule_tick__tick"))
 
 
 def test_a_tick_becomes_one_job_linked_to_its_schedule(broker):
@@ -48,7 +50,9 @@ def test_a_tick_becomes_one_job_linked_to_its_schedule(broker):
     assert scheduler.run_once(at(hours=1, seconds=3)) == 0  # sent already
     assert Scheduler().run_once(at(hours=1, seconds=4)) == 0  # by another scheduler too
     [job] = jobs_of(broker, schedule)
-    assert job.run_at == at(hours=1)
+    assert job.schedule_tick.tick == at(hours=1)
+    # Sent at 10:00:02 (the pass's clock): it queues from then, behind what already waits.
+    assert at(hours=1, seconds=2) <= job.enqueued_at == job.run_at < at(hours=1, seconds=3)
     assert (job.task, job.queue, job.priority) == (f"{TASKS}.greet", "low", 7)
     assert job.schedule_tick.schedule == schedule and not job.schedule_tick.manual
     assert decode_arguments(job.arguments) == (["ada"], {})
@@ -62,7 +66,7 @@ def test_the_task_gets_its_tick_when_it_asks(broker, tmp_path):
     assert Scheduler().run_once(at(seconds=31)) == 1
     [job] = jobs_of(broker, schedule)
     assert decode_arguments(job.arguments)[0] == [str(tmp_path / "ticks"), at(seconds=30)]
-    assert job.run_at == at(seconds=30)
+    assert job.schedule_tick.tick == at(seconds=30)
 
 
 def test_a_losing_scheduler_rolls_its_job_back(broker):
@@ -87,7 +91,7 @@ def test_an_older_tick_is_never_sent_after_a_newer_one(broker):
     stale = Schedule.objects.get(pk=schedule.pk)  # as a slower scheduler read it
     assert send(schedule, at(hours=2))
     assert send(stale, at(hours=1)) is None
-    assert [j.run_at for j in jobs_of(broker, schedule)] == [at(hours=2)]
+    assert [j.schedule_tick.tick for j in jobs_of(broker, schedule)] == [at(hours=2)]
 
 
 def test_a_paused_schedule_sends_nothing(broker):
@@ -114,9 +118,9 @@ def test_catch_up_after_downtime(broker, policy, max_delay, expected):
     schedule.save()
     assert scheduler.run_once(at(hours=3, minutes=20)) == len(expected)
     assert scheduler.run_once(at(hours=3, minutes=21)) == 0
-    assert [j.run_at.hour for j in jobs_of(broker, schedule)] == expected
+    assert [j.schedule_tick.tick.hour for j in jobs_of(broker, schedule)] == expected
     assert scheduler.run_once(at(hours=4, seconds=1)) == 1  # and on time again after
-    assert jobs_of(broker, schedule)[-1].run_at == at(hours=4)
+    assert jobs_of(broker, schedule)[-1].schedule_tick.tick == at(hours=4)
 
 
 def test_a_schedule_the_worker_cannot_send_is_logged_and_the_others_go_on(broker, caplog):
@@ -233,7 +237,7 @@ def test_the_scheduler_runs_a_dst_night_once(broker, night, expected):
         scheduler.run_once(moment)
         moment += timedelta(minutes=7)
     expected_ticks = [datetime.fromisoformat(t).replace(tzinfo=UTC) for t in expected]
-    assert [j.run_at for j in jobs_of(broker, schedule)] == expected_ticks
+    assert [j.schedule_tick.tick for j in jobs_of(broker, schedule)] == expected_ticks
 
 
 def test_schedulers_racing_for_the_same_ticks_send_each_once(broker):
@@ -270,5 +274,123 @@ def test_schedulers_racing_for_the_same_ticks_send_each_once(broker):
         thread.join(timeout=60)
     assert not errors, errors
     assert len(won) == len(ticks)
-    assert [j.run_at for j in jobs_of(broker, schedule)] == ticks
+    assert [j.schedule_tick.tick for j in jobs_of(broker, schedule)] == ticks
     assert ScheduleTick.objects.filter(schedule=schedule).count() == len(ticks)
+
+
+# -- clocks, locks and the queue ------------------------------------------------------------------
+def sent_ticks(broker: Any, schedule: Schedule) -> list[datetime]:
+    return [j.schedule_tick.tick for j in jobs_of(broker, schedule)]
+
+
+def test_a_scheduler_whose_clock_runs_ahead_sends_nothing_before_its_time(broker, monkeypatch):
+    """Host B's clock is 20 s ahead of the database's (and host A's): B's pass sends no tick the
+    database's clock has not reached, so it cannot move last_tick past the ticks A is to send."""
+    from django.utils import timezone
+
+    real_now = timezone.now
+    schedule = make(cron="", interval=1, since=real_now() - timedelta(seconds=3))
+    a, b = Scheduler(), Scheduler()
+    a.step()
+    monkeypatch.setattr(timezone, "now", lambda: real_now() + timedelta(seconds=20))
+    b.step()
+    monkeypatch.undo()
+    ticks = sent_ticks(broker, schedule)
+    assert ticks and ticks[-1] <= real_now()
+    a.next_poll = 0.0
+    a.step()
+    ticks = sent_ticks(broker, schedule)
+    assert all((y - x).total_seconds() == 1 for x, y in pairwise(ticks)), ticks
+
+
+def test_a_late_tick_queues_behind_the_jobs_already_waiting(broker):
+    """The hourly tick sent after downtime enters the queue at its send time, not at its tick."""
+    from django.utils import timezone
+
+    waiting = schedule_tasks.greet.delay("waiting")
+    schedule = make(since=timezone.now() - timedelta(hours=3))
+    assert Scheduler().run_once() == 1
+    [late] = jobs_of(broker, schedule)
+    assert late.schedule_tick.tick < waiting_enqueued(broker, waiting.id)
+    assert [m.id for m in broker.claim(["default"], "w", 2)] == [waiting.id, str(late.id)]
+
+
+def waiting_enqueued(broker: Any, job_id: str) -> datetime:
+    broker.sync()
+    return Job.objects.get(pk=job_id).enqueued_at
+
+
+def test_a_pass_stops_at_its_time_budget_and_the_next_goes_on(broker, monkeypatch):
+    """The supervisor that runs the scheduler renews its children's leases between passes: a
+    pass with much to send stops at its budget (here: after one job) and leaves the rest."""
+    from jobqueue import scheduler as module
+
+    monkeypatch.setattr(module, "BUDGET", 0.0)
+    first, second = make("first"), make("second")
+    scheduler = Scheduler()
+    assert scheduler.run_once(at(hours=1, seconds=1)) == 1
+    assert scheduler.run_once(at(hours=1, seconds=2)) == 1
+    assert scheduler.run_once(at(hours=1, seconds=3)) == 0
+    assert [len(jobs_of(broker, s)) for s in (first, second)] == [1, 1]
+
+
+postgresql_only = pytest.mark.skipif(
+    settings.DATABASES["default"]["ENGINE"] != "django.db.backends.postgresql",
+    reason="row locks and session timeouts of PostgreSQL",
+)
+
+
+@postgresql_only
+def test_a_scheduler_stopped_holding_a_schedule_blocks_no_other(broker):
+    """Another scheduler holds the schedule's row (stopped mid-transaction: SIGSTOP, a half-open
+    connection): this one skips the schedule at once, and sends its tick once the row is free."""
+    import threading
+
+    import psycopg
+    from django.db import connection, connections
+
+    schedule = make(cron="", interval=1)
+    params = connection.get_connection_params()
+    params.pop("cursor_factory", None)
+    params.pop("context", None)
+    held = psycopg.connect(**params)
+    held.execute("SELECT id FROM jobqueue_schedule WHERE id = %s FOR UPDATE", [schedule.pk])
+    result: list[int] = []
+
+    def other() -> None:
+        try:
+            result.append(Scheduler().run_once(at(seconds=2.5)))
+        finally:
+            connections.close_all()
+
+    thread = threading.Thread(target=other, daemon=True)
+    thread.start()
+    thread.join(5)
+    stuck = thread.is_alive()
+    held.rollback()
+    held.close()
+    thread.join(10)
+    assert not stuck, "a scheduler waited on another's row lock"
+    assert result == [0]
+    assert Scheduler().run_once(at(seconds=2.6)) == 2  # ticks 1 and 2, now the row is free
+
+
+@postgresql_only
+@pytest.mark.django_db(transaction=True)
+def test_a_ticks_transaction_is_bounded_on_postgresql():
+    """A scheduler stopped inside its transaction loses its session (and its locks) after
+    IDLE_IN_TRANSACTION_TIMEOUT; its own waits end after LOCK_TIMEOUT and STATEMENT_TIMEOUT."""
+    from django.db import connection
+
+    from jobqueue.scheduler import bound
+
+    with transaction.atomic(), connection.cursor() as cursor:
+        bound("default")
+        found = []
+        for name in ("lock_timeout", "statement_timeout", "idle_in_transaction_session_timeout"):
+            cursor.execute(f"SHOW {name}")
+            found.append(cursor.fetchone()[0])
+    assert found == ["1s", "2s", "10s"]
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW lock_timeout")
+        assert cursor.fetchone()[0] == "0"  # SET LOCAL: the bounds end with the transaction
