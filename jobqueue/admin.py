@@ -210,15 +210,17 @@ class JobAdmin(ReadOnlyAdmin):
 
     @admin.display(description="schedule")
     def schedule_display(self, job: Job) -> SafeString | str:
-        """The schedule that sent the job, and its tick (or "run now")."""
+        """The schedule that sent the job, its tick (or "run now") and when it was sent: a tick
+        sent late (after downtime) was sent, and queued, well after its time."""
         tick = ScheduleTick.objects.filter(job_id=job.pk).select_related("schedule").first()
         if tick is None:
             return EMPTY
         url = reverse(f"{self.admin_site.name}:jobqueue_schedule_change", args=[tick.schedule_id])
+        sent = f"sent at {timezone.localtime(job.enqueued_at):%Y-%m-%d %H:%M:%S}"
         when = (
             "run now" if tick.manual else f"tick {timezone.localtime(tick.tick):%Y-%m-%d %H:%M:%S}"
         )
-        return format_html('<a href="{}">{}</a> ({})', url, tick.schedule.name, when)
+        return format_html('<a href="{}">{}</a> ({} / {})', url, tick.schedule.name, when, sent)
 
     @admin.display(description="arguments")
     def arguments_display(self, job: Job) -> SafeString | str:

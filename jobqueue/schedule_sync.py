@@ -91,12 +91,9 @@ def build_message(
     kwargs = dict(kwargs)
     if takes_tick(task):
         kwargs["scheduled_at"] = tick or timezone.now()
-    message = task.message(args, kwargs, queue=queue or None, priority=priority)
-    if tick is not None:
-        # The tick is the job's time: its run_at, and (as brokers that keep no run_at for a job
-        # due now record it as enqueued) its enqueued_at.
-        message.run_at = message.enqueued_at = tick
-    return message
+    # The tick reaches the task as ``scheduled_at`` only: the job's enqueued_at and run_at are
+    # when it is sent (see ``scheduler.send``), so that it queues behind the jobs already waiting.
+    return task.message(args, kwargs, queue=queue or None, priority=priority)
 
 
 def check(declaration: Declaration | Any) -> list[str]:

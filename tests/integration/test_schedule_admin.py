@@ -124,8 +124,8 @@ def test_run_now_sends_a_job_linked_to_the_schedule(admin_client, broker):
                             {"schedule": str(schedule.pk)}).context["cl"].result_list
     assert [str(j.id) for j in jobs] == [str(tick.job_id)]
     page = admin_client.get(reverse("admin:jobqueue_job_change", args=[tick.job_id]))
-    assert (f'<a href="/admin/jobqueue/schedule/{schedule.pk}/change/">nightly</a> (run now)'
-            in page.content.decode())
+    assert (f'<a href="/admin/jobqueue/schedule/{schedule.pk}/change/">nightly</a> (run now / '
+            "sent at " in page.content.decode())
     assert Job.objects.count() == 2
 
 
@@ -155,3 +155,21 @@ def test_a_schedule_from_code_cannot_be_deleted(admin_client):
     schedule = make(origin="code")
     url = reverse("admin:jobqueue_schedule_delete", args=[schedule.pk])
     assert admin_client.get(url).status_code == 403
+
+
+def test_a_job_page_shows_its_tick_and_when_it_was_sent(admin_client, broker):
+    """A tick sent late (after downtime) shows both: the tick it was for, the time it was sent."""
+    from jobqueue.scheduler import send
+
+    now = timezone.now().replace(microsecond=0)
+    schedule = make(cron="", interval=60, timezone="", since=now - timedelta(hours=2))
+    tick = now - timedelta(hours=1)
+    job_id = send(schedule, tick, now=now)
+    broker.sync()
+    job = Job.objects.get(pk=job_id)
+    assert job.enqueued_at == now and ScheduleTick.objects.get(job_id=job_id).tick == tick
+    page = admin_client.get(reverse("admin:jobqueue_job_change", args=[job_id])).content.decode()
+    local = timezone.localtime
+    assert (f"(tick {local(tick):%Y-%m-%d %H:%M:%S} / sent at {local(now):%Y-%m-%d %H:%M:%S})"
+            in page)
+
