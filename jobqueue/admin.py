@@ -574,10 +574,18 @@ class ScheduleAdmin(admin.ModelAdmin):
         now = timezone.now()
         timing_changed = {"cron", "interval", "timezone"} & set(form.changed_data)
         resumed = "enabled" in form.changed_data and obj.enabled
-        if not change or timing_changed or resumed:
+        moved = not change or timing_changed or resumed
+        if moved:
             obj.since = now  # a new timing, or a resumed schedule, owes no tick from before
         obj.updated_at = now
-        super().save_model(request, obj, form, change)
+        if not change:
+            super().save_model(request, obj, form, change)
+            return
+        # Only what the form edits (and the two columns that follow from it): the columns the
+        # schedulers own (last_tick, last_job_id, last_run_at) may have moved since the form was
+        # loaded, and writing them back would send a tick again, or lose one.
+        fields = {f.name for f in obj._meta.concrete_fields} & set(form.fields)
+        obj.save(update_fields=sorted(fields | {"updated_at"} | ({"since"} if moved else set())))
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         # A schedule declared in code would come back at the next sync: disable it instead.

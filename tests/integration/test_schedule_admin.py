@@ -173,3 +173,28 @@ def test_a_job_page_shows_its_tick_and_when_it_was_sent(admin_client, broker):
     assert (f"(tick {local(tick):%Y-%m-%d %H:%M:%S} / sent at {local(now):%Y-%m-%d %H:%M:%S})"
             in page)
 
+
+def test_an_admin_save_never_writes_what_the_schedulers_own(admin_client, broker, admin_user):
+    """The change form was loaded, a scheduler then sent a tick, then the form is saved: the
+    tick stays sent (last_tick, last_job_id, last_run_at are the schedulers')."""
+    from django.contrib.admin.sites import site
+    from django.test import RequestFactory
+
+    from jobqueue.admin import ScheduleForm
+    from jobqueue.scheduler import send
+
+    now = timezone.now()
+    schedule = make(cron="", interval=60, timezone="", since=now - timedelta(hours=1))
+    loaded = Schedule.objects.get(pk=schedule.pk)  # the change view reads the row
+    tick = now.replace(second=0, microsecond=0)
+    job_id = send(schedule, tick)  # a scheduler sends a tick
+    form = ScheduleForm(form_data(cron="", interval="60", timezone="", kwargs='{"name": "bob"}'),
+                        instance=loaded)
+    assert form.is_valid(), form.errors
+    request = RequestFactory().post("/")
+    request.user = admin_user
+    site._registry[Schedule].save_model(request, form.save(commit=False), form, True)
+    schedule.refresh_from_db()
+    assert schedule.kwargs == {"name": "bob"}  # the edit is saved
+    assert (schedule.last_tick, str(schedule.last_job_id)) == (tick, job_id)  # and the tick kept
+    assert schedule.last_run_at is not None
