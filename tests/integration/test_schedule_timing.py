@@ -104,6 +104,8 @@ def test_intervals_count_from_the_epoch() -> None:
     ({"cron": "* * * *"}, "expected 5 fields"),
     ({"cron": "0 0 0 * * *"}, "expected 5 fields"),
     ({"cron": "0 3 * * *", "timezone": "Mars/Olympus"}, "unknown time zone 'Mars/Olympus'"),
+    ({"cron": "0 0 15W * *"}, "Bad day-of-month"),  # W (nearest weekday): not supported
+    ({"cron": "@daily"}, "expected 5 fields"),
     ({"interval": 0}, "at least 1"),
     ({"interval": 1.5}, "whole number"),
     ({"interval": timedelta(milliseconds=1500)}, "whole seconds"),
@@ -114,6 +116,36 @@ def test_intervals_count_from_the_epoch() -> None:
 def test_bad_timing_is_refused_with_the_reason(kwargs: dict, message: str) -> None:
     with pytest.raises(ConfigurationError, match=message):
         timing(**kwargs)
+
+
+# What the README says of the cron dialect (cronsim's, Debian's): (cron, zone, start, next runs
+# in local time).
+DIALECT = [
+    # day of month AND day of week both restricted: either matches (the 13th, or a Friday)
+    ("0 0 13 * 5", "UTC", "2025-07-05", ["07-11 00:00", "07-13 00:00", "07-18 00:00"]),
+    # ...unless one of them starts with *: then both must (odd days that are Fridays)
+    ("0 0 */2 * 5", "UTC", "2025-06-01", ["06-13 00:00", "06-27 00:00", "07-11 00:00"]),
+    ("0 0 L * *", "UTC", "2025-01-15", ["01-31 00:00", "02-28 00:00", "03-31 00:00"]),  # last day
+    ("0 0 * * 5L", "UTC", "2025-06-01", ["06-27 00:00", "07-25 00:00", "08-29 00:00"]),  # last Fri
+    ("0 0 * * 5#2", "UTC", "2025-06-01", ["06-13 00:00", "07-11 00:00", "08-08 00:00"]),  # 2nd Fri
+    # Lord Howe Island shifts by 30 minutes. A fixed time follows the DST rules (02:15, skipped
+    # on October 5, runs at 02:30, the first valid instant; 01:45, repeated on April 6, once)...
+    ("15 2 * * *", "Australia/Lord_Howe", "2025-10-04 12:00", ["10-05 02:30", "10-06 02:15"]),
+    ("45 1 * * *", "Australia/Lord_Howe", "2025-04-05 12:00", ["04-06 01:45", "04-07 01:45"]),
+    # ...an entry with * in its minute field follows the clock: a repeated 01:40 runs twice, a
+    # skipped 02:00 and 02:20 not at all.
+    ("*/20 1 * * *", "Australia/Lord_Howe", "2025-04-05 13:50",
+     ["04-06 01:00", "04-06 01:20", "04-06 01:40", "04-06 01:40", "04-07 01:00"]),
+    ("*/20 2 * * *", "Australia/Lord_Howe", "2025-10-04 13:50", ["10-05 02:40", "10-06 02:00"]),
+]
+
+
+@pytest.mark.parametrize(("cron", "tz", "start", "expected"), DIALECT)
+def test_the_cron_dialect(cron: str, tz: str, start: str, expected: list[str]) -> None:
+    local = ZoneInfo(tz)
+    first = datetime.fromisoformat(start).replace(tzinfo=local if tz != "UTC" else UTC)
+    ticks = Cron(cron, timezone=tz).upcoming(first, len(expected))
+    assert [t.astimezone(local).strftime("%m-%d %H:%M") for t in ticks] == expected
 
 
 def test_declarations() -> None:
