@@ -11,10 +11,12 @@ from jobqueue.exceptions import (
     UnknownTask,
 )
 from jobqueue.result import JobResult
+from jobqueue.schedules import Cron
 from jobqueue.task import Task, task
 
 __all__ = [
     "ConfigurationError",
+    "Cron",
     "JobCanceled",
     "JobFailed",
     "JobNotFound",

@@ -9,11 +9,13 @@ from django.core import checks
 from jobqueue import registry
 from jobqueue.conf import DEFAULT_BROKER, KNOWN_KEYS, NUMBERS, SWITCHES, get_settings, problems
 from jobqueue.exceptions import ConfigurationError, JobQueueError
+from jobqueue.schedule_sync import check_schedules
 
 
 def register() -> None:
     checks.register(check_settings, "jobqueue")
     checks.register(check_tasks, "jobqueue")
+    checks.register(check_schedules, "jobqueue")
     checks.register(check_broker_durability, "jobqueue", deploy=True)
 
 

@@ -39,6 +39,7 @@ class Settings:
     MAX_BATCH: int = 100
     RETRY_BACKOFF_MAX: float = 3600.0
     TRACKING: bool = True
+    SCHEDULES: dict[str, Any] = field(default_factory=dict)
 
     @property
     def heartbeat_interval(self) -> float:

@@ -179,3 +179,97 @@ class Outbox(models.Model):
 
     def __str__(self) -> str:
         return str(self.job_id)
+
+
+_now = timezone.now  # the Schedule model has a field named timezone
+
+
+class Schedule(models.Model):
+    """A periodic job: a task, its arguments and when it is due (a cron or an interval).
+
+    Rows come from code (``@task(schedule=...)``, ``JOBQUEUE["SCHEDULES"]``; synced at worker
+    start: ``declared`` holds the declaration as last synced, so an edit in the admin stands until
+    the code changes) or from the admin. Schedulers only read them, and move ``last_tick`` forward
+    in the transaction that sends a tick's job."""
+
+    class CatchUp(models.TextChoices):
+        LATEST = "latest", "latest: the last missed tick, once"
+        SKIP = "skip", "skip: missed ticks are not run"
+        ALL = "all", "all: every missed tick (capped)"
+
+    class Origin(models.TextChoices):
+        CODE = "code"
+        ADMIN = "admin"
+
+    name = models.CharField(max_length=200, unique=True)
+    task = models.CharField(max_length=200)
+    cron = models.CharField(
+        max_length=200, blank=True, help_text="Five fields: minute hour day month weekday."
+    )
+    interval = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Seconds between runs (instead of a cron)."
+    )
+    timezone = models.CharField(
+        max_length=64, blank=True, help_text="Of the cron expression; default: TIME_ZONE."
+    )
+    args = models.JSONField(default=list, blank=True, help_text="A JSON list.")
+    kwargs = models.JSONField(default=dict, blank=True, help_text="A JSON object.")
+    queue = models.CharField(max_length=100, blank=True, help_text="Default: the task's.")
+    priority = models.SmallIntegerField(
+        null=True, blank=True, help_text="-100..100; default: the task's."
+    )
+    enabled = models.BooleanField(default=True)
+    catch_up = models.CharField(max_length=8, choices=CatchUp.choices, default=CatchUp.LATEST)
+    max_delay = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        help_text="Seconds: a tick later than this is not run (default: no limit).",
+    )
+    origin = models.CharField(max_length=8, choices=Origin.choices, default=Origin.ADMIN)
+    declared = models.JSONField(null=True, blank=True, editable=False)
+    since = models.DateTimeField(default=_now, help_text="Ticks up to this instant are not owed.")
+    last_tick = models.DateTimeField(null=True, blank=True)
+    last_job_id = models.UUIDField(null=True, blank=True)
+    last_run_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(default=_now)
+    updated_at = models.DateTimeField(default=_now)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def timing(self) -> Any:
+        """The Cron or Every this row describes (ConfigurationError if it describes neither)."""
+        from jobqueue.schedules import timing
+
+        return timing(cron=self.cron, interval=self.interval, timezone=self.timezone)
+
+
+class ScheduleTick(models.Model):
+    """One tick of a schedule and the job sent for it, written in the job's transaction: the
+    unique (schedule, tick) pair is what makes a tick one job however many schedulers run. It is
+    also the job's link to its schedule (``job.schedule_tick``): the Job row itself is rewritten
+    from the broker's message on some brokers, which carries no schedule."""
+
+    schedule = models.ForeignKey(Schedule, on_delete=models.CASCADE, related_name="ticks")
+    tick = models.DateTimeField()
+    # No database constraint: on the Redis broker the Job row may be written after this one.
+    job = models.OneToOneField(
+        Job, on_delete=models.DO_NOTHING, db_constraint=False, related_name="schedule_tick"
+    )
+    manual = models.BooleanField(default=False, help_text="Sent by 'run now', not by the clock.")
+    created_at = models.DateTimeField(default=_now)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["schedule", "tick"],
+                condition=Q(manual=False),
+                name="jobqueue_one_job_per_tick",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.schedule_id} @ {self.tick.isoformat()}"

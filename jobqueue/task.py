@@ -15,6 +15,7 @@ from jobqueue import names, registry
 from jobqueue.conf import MAX_SECONDS, get_settings
 from jobqueue.exceptions import ConfigurationError
 from jobqueue.message import Message
+from jobqueue.schedules import from_declaration
 from jobqueue.serialization import json_text, to_jsonable
 
 if TYPE_CHECKING:
@@ -80,6 +81,7 @@ class Task(Generic[P, R]):
         max_retries: int = 0,
         retry_backoff: float = 1.0,
         timeout: float | None = None,
+        schedule: Any = None,
     ) -> None:
         self.name = f"{func.__module__}.{func.__qualname__}" if name is None else name
         problem = (
@@ -104,6 +106,7 @@ class Task(Generic[P, R]):
         self.max_retries = int(max_retries)
         self.retry_backoff = float(retry_backoff)
         self.timeout = None if timeout is None else float(timeout)
+        self.schedule = None if schedule is None else from_declaration(schedule)
         self.signature = inspect.signature(func)
         self._imported_under: Any = None
         self._imported = False
@@ -285,9 +288,11 @@ def task(
     max_retries: int = ...,
     retry_backoff: float = ...,
     timeout: float | None = ...,
+    schedule: Any = ...,
 ) -> Callable[[Callable[P, R]], Task[P, R]]: ...
 def task(func: Callable[..., Any] | None = None, /, **options: Any) -> Any:
-    """Register ``func`` as a task: ``@task`` or ``@task(queue=..., max_retries=..., ...)``."""
+    """Register ``func`` as a task: ``@task`` or ``@task(queue=..., max_retries=..., ...)``;
+    ``schedule=`` (a cron string, ``Cron(...)`` or a timedelta) also runs it periodically."""
 
     def decorate(f: Callable[P, R]) -> Task[P, R]:
         t: Task[P, R] = Task(f, **options)

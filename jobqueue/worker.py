@@ -33,6 +33,7 @@ from jobqueue.conf import get_settings
 from jobqueue.consumer import UNREACHABLE, Consumer
 from jobqueue.execution import failure
 from jobqueue.message import Message
+from jobqueue.scheduler import Scheduler
 from jobqueue.signals import die_with_parent, ignore_shutdown_signals, shutdown_requests
 from jobqueue.slot import CLAIMED, RUNNING, Remains, Slot
 
@@ -111,6 +112,7 @@ class Supervisor:
         concurrency: int = 1,
         burst: bool = False,
         name: str | None = None,
+        scheduler: bool = True,
         max_jobs: int | None = None,
         max_memory: float | None = None,
     ) -> None:
@@ -138,6 +140,7 @@ class Supervisor:
         self.pending: list[Settlement] = []
         self.next_heartbeat = 0.0
         self.next_tick = 0.0
+        self.scheduler = Scheduler() if scheduler else None
         self.retry_at = 0.0
         self.failures = 0
 
@@ -202,6 +205,8 @@ class Supervisor:
             self.heartbeat()
         else:
             self.record_workers()
+        if self.scheduler is not None:
+            self.scheduler.step()
 
     def guarded(self, step: Callable[[], object], force: bool = False) -> bool:
         """Run a step that talks to the broker; while the broker or database is unreachable,

@@ -48,7 +48,9 @@ class Command(BaseCommand):
 
     def render(self) -> str:
         """The whole screen as one string, so a refresh replaces it without flicker."""
-        return "\n".join([*self.render_queues(), "", *self.render_workers()])
+        return "\n".join(
+            [*self.render_queues(), "", *self.render_workers(), "", *self.render_schedules()]
+        )
 
     def render_queues(self) -> list[str]:
         counts = get_broker().counts()
@@ -108,6 +110,11 @@ class Command(BaseCommand):
             )
         lines.append(f"{len(workers)} workers, {busy} busy")
         return lines
+
+    def render_schedules(self) -> list[str]:
+        from jobqueue.management.commands.jobschedules import schedule_lines
+
+        return schedule_lines(self.style)
 
 
 def _positive_seconds(value: Any) -> float | None:

@@ -28,6 +28,11 @@ class Command(BaseCommand):
         )
         parser.add_argument("--name", help="Worker name (default: host.pid).")
         parser.add_argument(
+            "--no-scheduler",
+            action="store_true",
+            help="Do not send the jobs of periodic schedules from this worker.",
+        )
+        parser.add_argument(
             "--max-jobs",
             type=int,
             metavar="N",
@@ -57,6 +62,7 @@ class Command(BaseCommand):
                 concurrency=options["concurrency"],
                 burst=options["burst"],
                 name=options["name"],
+                scheduler=not options["no_scheduler"],
                 max_jobs=options["max_jobs"],
                 max_memory=options["max_memory"],
             )
