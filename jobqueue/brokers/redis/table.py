@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from functools import cache
 from typing import Any
 
-from django.db import DataError, IntegrityError, connections, router, transaction
+from django.db import InterfaceError, OperationalError, connections, router, transaction
 
 logger = logging.getLogger(__name__)
 
@@ -128,13 +128,16 @@ def write_changes(changes: Changes) -> None:
         for job_id, columns in group.items():
             fit(job_id, columns)
     connection = connections[router.db_for_write(Job)]
-    # Refusals of a value (not of the connection), from Django or the driver itself (COPY).
+    # The connection's failures (and a lock or statement timeout) are the database's: the batch
+    # waits for the next round. Anything else is a refusal of some value: row by row.
     driver: Any = connection.Database  # type: ignore[attr-defined]
-    refused = (DataError, IntegrityError, driver.DataError, driver.IntegrityError)
+    unavailable = (OperationalError, InterfaceError, driver.OperationalError, driver.InterfaceError)
     try:
         with transaction.atomic(using=connection.alias):
             write_all(connection, changes)
-    except refused:
+    except unavailable:
+        raise
+    except Exception:
         for job_id in {*changes.rows, *changes.missing, *changes.patches, *changes.deletes}:
             one = Changes(
                 rows=pick(changes.rows, job_id),
@@ -145,8 +148,10 @@ def write_changes(changes: Changes) -> None:
             try:
                 with transaction.atomic(using=connection.alias):
                     write_all(connection, one)
-            except refused as exc:
-                logger.warning("job=%s state=untrackable error=%s (skipped)", job_id, exc)
+            except unavailable:
+                raise
+            except Exception as exc:
+                logger.warning("job=%s state=untrackable error=%r (skipped)", job_id, exc)
 
 
 def pick(group: dict[str, Row], job_id: str) -> dict[str, Row]:
