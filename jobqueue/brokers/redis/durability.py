@@ -2,11 +2,12 @@
 
 Reconciliation compares the Job table with Redis: a job the table says is waiting or running but
 that Redis no longer knows (a restart without persistence, a failover to a replica that lagged,
-an eviction) is sent again from the signed body the tracker stored, with the version and
-attempts the table last saw, once (the send skips a job Redis holds), logged
-``state=resent-after-broker-loss`` and counted on its row (``resent``). Before a job is called
-lost, everything the stream says happened to it up to that moment is recorded first, so a job
-that merely finished and whose result expired is never taken for lost.
+an eviction) is sent again from the signed body the tracker stored, with the attempts the
+table last saw (at a version above any it had: Redis's clock is its floor), once (the send
+skips a job Redis holds), logged ``state=resent-after-broker-loss`` and counted on its row
+(``resent``). Before a job is called lost, everything the stream says happened to it up to
+that moment is recorded first, so a job that merely finished and whose result expired is never
+taken for lost.
 """
 
 from __future__ import annotations
@@ -132,7 +133,7 @@ class Reconciler:
         rows = Job.objects.filter(id__in=list(candidates), status__in=LIVE).values_list(
             "id", "version", "body", "attempts", "run_at"
         )
-        messages, bodies, floors, attempts = [], [], [], []
+        messages, bodies, attempts = [], [], []
         for pk, version, body, runs, run_at in rows:
             job_id = str(pk)
             if version != candidates[job_id] or job_id in pending:
@@ -144,11 +145,10 @@ class Reconciler:
             message.run_at = run_at
             messages.append(message)
             bodies.append(body)
-            floors.append(version)
             attempts.append(runs)
         if not messages:
             return 0
-        sent = broker.push(messages, bodies, floors, attempts)
+        sent = broker.push(messages, bodies, attempts)
         for job_id in sent:
             logger.warning("job=%s state=resent-after-broker-loss", job_id)
         Job.objects.filter(id__in=sent).update(resent=F("resent") + 1)

@@ -30,17 +30,13 @@ def cancel(broker: RedisBroker, job_id: str) -> bool:
     finished (tracked yet or not) or is unknown."""
     from jobqueue.models import Job, Outbox
 
-    row = Job.objects.filter(id=job_id).values("version").first()
     in_outbox = Outbox.objects.filter(job_id=job_id).exists()
     done = {
         "status": JobStatus.CANCELED.value,
         "error": "canceled",
         "ended_at": timezone.now().isoformat(),
     }
-    floor = row["version"] if row else 0
-    canceled = bool(
-        broker.run("CANCEL", job_id, results.ttl(), json.dumps(done), floor, int(in_outbox))
-    )
+    canceled = bool(broker.run("CANCEL", job_id, results.ttl(), json.dumps(done), int(in_outbox)))
     if canceled and in_outbox:
         Outbox.objects.filter(job_id=job_id).delete()
         if not get_settings().TRACKING:
@@ -59,7 +55,7 @@ def requeue(broker: RedisBroker, job_ids: Sequence[str] | None = None) -> int:
     if job_ids is not None:
         rows = rows.filter(id__in=list(job_ids))
     args: list[object] = []
-    for pk, body, version in rows.values_list("id", "body", "version").iterator():
+    for pk, body in rows.values_list("id", "body").iterator():
         job_id = str(pk)
         if not body or not codec.verified(job_id, body):
             logger.warning(
@@ -68,10 +64,10 @@ def requeue(broker: RedisBroker, job_ids: Sequence[str] | None = None) -> int:
                 "no signed body recorded" if not body else "its body does not verify",
             )
             continue
-        args += [job_id, body, version]
+        args += [job_id, body]
     requeued = 0
-    for start in range(0, len(args), CHUNK * 3):
-        requeued += len(broker.run("REQUEUE", *args[start : start + CHUNK * 3]))
+    for start in range(0, len(args), CHUNK * 2):
+        requeued += len(broker.run("REQUEUE", *args[start : start + CHUNK * 2]))
     if requeued:
         broker.sync()
     return requeued

@@ -1,0 +1,188 @@
+"""The Redis broker against what someone who can write to Redis forges, and against a Redis that
+comes back from an older snapshot: no forged value stops tracking or loses another job, no
+version goes backwards, and no lease token of a lost life becomes valid again. Real Redis
+servers, the real database."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+from uuid import uuid4
+
+import pytest
+from django.test import override_settings
+
+from jobqueue.brokers import get_broker
+from jobqueue.brokers.redis import RedisBroker, codec
+from jobqueue.exceptions import BrokerError
+from jobqueue.message import Lease
+from jobqueue.models import Job
+from jobqueue.states import JobStatus
+from tests.integration.test_redis_reliability import done, message, synced
+from tests.redis_server import delete_prefix, redis_broker_settings, require_redis_broker, serve
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def broker(redis_server) -> Iterator[RedisBroker]:
+    require_redis_broker()
+    prefix = f"forged{uuid4().hex[:8]}"
+    try:
+        with override_settings(
+            JOBQUEUE={"BROKER": redis_broker_settings(redis_server.url, prefix)}
+        ):
+            yield get_broker()  # type: ignore[misc]
+    finally:
+        delete_prefix(redis_server, prefix)
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path):
+    """A server of the test's own, to restart from a snapshot."""
+    require_redis_broker()
+    with serve(tmp_path / "redis") as server:
+        yield server
+
+
+def later_job_recorded(broker) -> bool:
+    """A job sent after a forged entry is still recorded (tracking did not stall on it)."""
+    later = message(2, 2)
+    broker.enqueue([later])
+    synced(broker)
+    return Job.objects.filter(id=later.id, status="queued").exists()
+
+
+# -- free text never shifts the other fields -----------------------------------------------------
+def test_a_bar_in_a_worker_name_is_refused_and_one_forged_into_an_event_shifts_nothing(
+    broker, redis_server
+):
+    m = message(1, 1)
+    broker.enqueue([m])
+    with pytest.raises(ValueError, match="may not contain"):
+        broker.claim(["default"], "host|1", 1)
+    with pytest.raises(BrokerError, match="may not contain"):  # the script refuses it too
+        broker.run("CLAIM", "host|1", 1, 60_000, uuid4().hex, "default")
+    [c] = broker.claim(["default"], "host", 1)
+    with pytest.raises(ValueError, match="may not contain"):
+        broker.finish("host|1", [done(c)])
+    assert broker.finish("host", [done(c)]) == 1
+    # A finish event whose worker holds a '|' (written by hand, or by an older release).
+    client = redis_server.client()
+    finished = int(client.get(broker.key("r", m.id)).split(b"|", 1)[0])
+    payload = json.dumps({"status": "succeeded", "result": "2", "error": "", "traceback": ""})
+    client.xadd(
+        broker.key("events"),
+        {"d": f"f|{m.id}|succeeded|1|host|1|{finished + 1}", "p": payload, "b": codec.encode(m)},
+    )
+    synced(broker)
+    row = Job.objects.get(id=m.id)
+    assert (row.status, row.worker, row.version) == ("succeeded", "host|1", finished + 1)
+    client.delete(broker.key("r", m.id))  # its result expires
+    broker.reconciler.next_sweep = 0
+    assert broker.reconciler.step(broker) == 0  # a finished job is never run again
+
+
+# -- versions only rise, whatever the table has recorded -----------------------------------------
+def test_a_requeue_while_tracking_lags_never_takes_the_version_back(broker, redis_server):
+    client = redis_server.client()
+    m = message(1, 1)
+    broker.enqueue([m])
+    [c] = broker.claim(["default"], "w", 1)
+    broker.finish("w", [done(c, JobStatus.FAILED, error="boom")])
+    synced(broker)
+    # Another process holds the tracker's lock: the table lags from here on.
+    client.set(broker.key("tracker"), "someone-else", px=60_000)
+    assert broker.requeue() == 1
+    [c] = broker.claim(["default"], "w", 1)
+    broker.finish("w", [done(c, JobStatus.FAILED, error="boom again")])
+    high = int(client.get(broker.key("r", m.id)).split(b"|", 1)[0])
+    client.delete(broker.key("r", m.id))  # its outcome expires before the table has it
+    assert broker.requeue() == 1  # from the row, which still says the first failure
+    assert int(client.hget(broker.key("ver"), m.id)) > high
+    client.delete(broker.key("tracker"))
+    broker.tracking.BATCH = 1  # batches end anywhere
+    synced(broker)
+    [c] = broker.claim(["default"], "w", 1)
+    broker.finish("w", [done(c, result="3")])
+    synced(broker)
+    row = Job.objects.get(id=m.id)
+    assert (row.status, row.result) == ("succeeded", "3")
+
+
+def test_after_redis_comes_back_from_an_older_snapshot_an_old_lease_token_is_refused(own_redis):
+    prefix = f"snap{uuid4().hex[:6]}"
+    with override_settings(JOBQUEUE={"BROKER": redis_broker_settings(own_redis.url, prefix)}):
+        b = get_broker()
+        m = message(1, 1)
+        b.enqueue([m])
+        own_redis.client().save()  # the last snapshot: the job waiting
+        [old] = b.claim(["default"], "w1", 1)
+        own_redis.kill()
+        own_redis.restart()  # back to the snapshot (a crash, or a lagging replica promoted)
+        b.close()
+        [new] = b.claim(["default"], "w2", 1)
+        assert new.id == m.id and new.token > old.token
+        # The run of the lost life can neither hold nor end the new claim's lease.
+        assert b.renew("w1", [Lease(m.id, old.token)]) == {m.id}
+        assert b.finish("w1", [done(old)]) == 0
+        assert b.finish("w2", [done(new)]) == 1
+        b.close()
+
+
+# -- a forged stream entry is skipped with its reason; tracking goes on -----------------------
+@pytest.mark.parametrize(
+    "forged",
+    [
+        pytest.param(lambda j: {"d": f"s|{j}:1:5|99999999999999999|w"}, id="time-past-year-9999"),
+        pytest.param(lambda j: {"d": f"s|{j}:1:5|{'9' * 25}|w"}, id="time-overflowing"),
+        pytest.param(lambda j: {"d": f"x|{j}:{2**64}"}, id="version-past-bigint"),
+        pytest.param(lambda j: {"d": f"e|{j}:1:-4"}, id="negative-attempts"),
+        pytest.param(
+            lambda j: {
+                "d": f"f|{j}|failed|1|w|9",
+                "p": '{"status": "failed", "error": 5}',
+                "b": codec.encode(message(1, 1, id=j)),
+            },
+            id="number-for-a-text",
+        ),
+        pytest.param(
+            lambda j: {"d": f"c|{j}|1|9", "p": "[1, 2]", "b": ""}, id="outcome-not-an-object"
+        ),
+        pytest.param(
+            lambda j: {
+                "d": f"f|{j}|failed|1|w|9",
+                "p": '{"status": "failed", "ended_ms": 99999999999999999999}',
+                "b": codec.encode(message(1, 1, id=j)),
+            },
+            id="outcome-time-overflowing",
+        ),
+    ],
+)
+def test_a_forged_event_is_skipped_with_its_reason_and_stalls_no_one(
+    broker, redis_server, caplog, forged
+):
+    redis_server.client().xadd(broker.key("events"), forged(str(uuid4())))
+    with caplog.at_level(logging.WARNING):
+        assert later_job_recorded(broker)
+    assert "state=untrackable" in caplog.text
+
+
+def test_the_outbox_relay_runs_while_tracking_has_not_caught_up(broker, redis_server):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from jobqueue.brokers.redis import outbox
+    from jobqueue.models import Outbox
+
+    m = message(1, 1)
+    outbox.write([m], [codec.encode(m)])
+    Outbox.objects.update(created_at=timezone.now() - timedelta(minutes=1))
+    # Another process is busy tracking (a drain faster than tracking: it never catches up).
+    redis_server.client().set(broker.key("tracker"), "someone-else", px=60_000)
+    assert broker.upkeep(0.1) is False
+    assert not Outbox.objects.exists()
+    assert redis_server.client().hexists(broker.key("msg"), m.id)
