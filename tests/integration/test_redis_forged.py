@@ -186,3 +186,67 @@ def test_the_outbox_relay_runs_while_tracking_has_not_caught_up(broker, redis_se
     assert broker.upkeep(0.1) is False
     assert not Outbox.objects.exists()
     assert redis_server.client().hexists(broker.key("msg"), m.id)
+
+
+# -- forged numbers in a job's record lose no other job --------------------------------------
+def swept(broker) -> None:
+    """A whole sweep of the jobs Redis holds."""
+    broker.reconciler.redis_cursor = "0"
+    while broker.reconciler.redis_cursor is not None:
+        broker.reconciler.sweep_redis()
+
+
+def test_a_forged_attempts_count_loses_no_job_claimed_with_it(broker, redis_server, caplog):
+    client = redis_server.client()
+    ms = [message(i, i) for i in range(5)]
+    broker.enqueue(ms)
+    client.hset(broker.key("attempts"), ms[1].id, "junk")
+    with caplog.at_level(logging.WARNING):
+        claimed = broker.claim(["default"], "w", 10)
+    assert {m.id for m in claimed} == {m.id for i, m in enumerate(ms) if i != 1}
+    assert "state=stray-entry" in caplog.text
+    # The forged job waits for the sweep, which repairs it and puts it back.
+    with caplog.at_level(logging.WARNING):
+        swept(broker)
+    assert f"job={ms[1].id} state=requeued-stray" in caplog.text
+    [again] = broker.claim(["default"], "w", 10)
+    assert (again.id, again.attempts) == (ms[1].id, 1)
+
+
+def test_a_forged_version_loses_no_job(broker, redis_server):
+    client = redis_server.client()
+    ms = [message(i, i) for i in range(3)]
+    broker.enqueue(ms)
+    client.hset(broker.key("ver"), ms[0].id, "junk")
+    assert {m.id for m in broker.claim(["default"], "w", 10)} == {ms[1].id, ms[2].id}
+    swept(broker)
+    assert [m.id for m in broker.claim(["default"], "w", 10)] == [ms[0].id]
+
+
+def test_a_forged_attempts_count_stops_no_recovery_of_expired_leases(broker, redis_server):
+    client = redis_server.client()
+    ms = [message(i, i) for i in range(3)]
+    broker.enqueue(ms)
+    assert len(broker.claim(["default"], "w", 10)) == 3
+    for m in ms:
+        client.zadd(broker.key("running"), {m.id: 0})  # every lease expired
+    client.hset(broker.key("attempts"), ms[0].id, "junk")
+    assert broker.recover() == 3
+    assert {m.id for m in broker.claim(["default"], "w", 10)} == {m.id for m in ms}
+
+
+def test_the_sweep_puts_back_a_job_whose_entry_is_gone_and_leaves_the_others(
+    broker, redis_server, caplog
+):
+    client = redis_server.client()
+    ms = [message(i, i) for i in range(3)]
+    broker.enqueue(ms)
+    queue = broker.key("q", "default", "0")
+    entry = next(e for e in client.lrange(queue, 0, -1) if e.decode().startswith(ms[0].id))
+    client.lrem(queue, 1, entry)
+    [running] = broker.claim(["default"], "w", 1)
+    with caplog.at_level(logging.WARNING):
+        swept(broker)
+    assert caplog.text.count("state=requeued-stray") == 1
+    assert [m.id for m in broker.claim(["default"], "w", 10)] == [ms[2].id, ms[0].id]
+    assert running.id == ms[1].id

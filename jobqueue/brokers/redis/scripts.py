@@ -154,7 +154,11 @@ local function lose(id, why, head, tail, ttl, now)
   local worker, started = owner(id)
   drop_lease(id)
   local body = redis.call('HGET', P .. ':msg', id) or ''
-  local attempts = number(redis.call('HGET', P .. ':attempts', id)) or 0
+  local attempts = number(redis.call('HGET', P .. ':attempts', id))
+  if attempts == nil then  -- written by hand: counted afresh
+    attempts = 0
+    redis.call('HSET', P .. ':attempts', id, 0)
+  end
   local ver = bump(id)
   if attempts > max_retries(body) and attempts >= 2 then
     local payload = cjson.encode({
@@ -498,6 +502,53 @@ if budget > 0 and cursor >= 0 then
 end
 if #purged > 0 then event('d', 'x|' .. table.concat(purged, ',')) end
 return {#purged, cursor, redis.call('EXISTS', levels)}
+"""
+
+# ARGV: P, cursor (of HSCAN over P:msg), count, longest queue searched.
+# A job Redis holds that is in no queue, not running and not scheduled (its entry was lost: a
+# hand-written value made a claim skip it, a list edited by hand) goes back to the back of its
+# queue at a new version; a forged attempts count is reset first. A job whose queue is longer
+# than the limit is not searched for (that would block Redis). Returns {cursor, {id, why, ...}}.
+SWEEP = """
+local scan = redis.call('HSCAN', P .. ':msg', ARGV[2], 'COUNT', tonumber(ARGV[3]))
+local longest = tonumber(ARGV[4])
+local found = {}
+local fields = scan[2]
+for i = 1, #fields, 2 do
+  local id, body = fields[i], fields[i + 1]
+  local live = redis.call('ZSCORE', P .. ':running', id)
+    or redis.call('ZSCORE', P .. ':scheduled', id)
+  if not live then
+    local why = nil
+    local stored = redis.call('HGET', P .. ':ver', id)
+    if number(redis.call('HGET', P .. ':attempts', id)) == nil then
+      redis.call('HSET', P .. ':attempts', id, 0)
+      why = 'attempts not a number'
+    elseif stored and number(stored) == nil then
+      why = 'version not a number'
+    else
+      local queue, priority = route(body)
+      if queue then
+        local key = P .. ':q:' .. queue .. ':' .. priority
+        if redis.call('LLEN', key) <= longest
+           and not redis.call('LPOS', key, id .. ':' .. (stored or ''))
+           and not redis.call('LPOS', key, id) then
+          why = 'in no queue'
+        end
+      end
+    end
+    if why then
+      local ver = bump(id)
+      if to_queue(id, ver, body, false) then
+        local attempts = number(redis.call('HGET', P .. ':attempts', id)) or 0
+        event('d', 'q|' .. id .. '|' .. attempts .. '|' .. ver)
+        found[#found + 1] = id
+        found[#found + 1] = why
+      end
+    end
+  end
+end
+return {scan[1], found}
 """
 
 # Locks (tracking's, the relay's): a token each holder draws; only the holder extends or frees
