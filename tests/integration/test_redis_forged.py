@@ -250,3 +250,59 @@ def test_the_sweep_puts_back_a_job_whose_entry_is_gone_and_leaves_the_others(
     assert caplog.text.count("state=requeued-stray") == 1
     assert [m.id for m in broker.claim(["default"], "w", 10)] == [ms[2].id, ms[0].id]
     assert running.id == ms[1].id
+
+
+# -- the supervisor is never stalled by its upkeep thread -------------------------------------
+def test_close_returns_promptly_while_the_upkeep_thread_waits_on_a_locked_row(broker):
+    import threading
+    import time
+
+    from django.db import connection, connections
+
+    from tests.conftest import wait_until
+
+    if connection.vendor != "postgresql":
+        pytest.skip("row locks held by another session: PostgreSQL")
+    import psycopg
+
+    m = message(1, 1)
+    broker.enqueue([m])
+    synced(broker)
+    s = connection.settings_dict
+    other = psycopg.connect(
+        host=s["HOST"] or "127.0.0.1", port=s["PORT"] or 5432, user=s["USER"], dbname=s["NAME"]
+    )
+    try:
+        other.execute("BEGIN")
+        other.execute("SELECT 1 FROM jobqueue_job WHERE id = %s FOR UPDATE", [m.id])
+        broker.claim(["default"], "w", 1)  # a 'started' event for the locked row
+        broker.tick()  # the upkeep thread starts, and blocks on the row
+
+        def blocked() -> bool:
+            with connection.cursor() as cursor:  # outside ``other``'s transaction: fresh stats
+                cursor.execute(
+                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                    "AND datname = %s",
+                    [s["NAME"]],
+                )
+                return bool(cursor.fetchone()[0])
+
+        wait_until(blocked, message="the upkeep thread to wait on the row lock")
+        took: list[float] = []
+
+        def close() -> None:
+            start = time.monotonic()
+            broker.close()
+            took.append(time.monotonic() - start)
+
+        closer = threading.Thread(target=close)
+        closer.start()
+        closer.join(10)
+        assert took and took[0] < 2.5
+        assert broker._upkeep is None
+    finally:
+        other.rollback()
+        other.close()
+        connections.close_all()
+    synced(broker)  # once the lock is gone, the event is recorded
+    assert Job.objects.get(id=m.id).status == "started"
