@@ -306,3 +306,63 @@ def test_close_returns_promptly_while_the_upkeep_thread_waits_on_a_locked_row(br
         connections.close_all()
     synced(broker)  # once the lock is gone, the event is recorded
     assert Job.objects.get(id=m.id).status == "started"
+
+
+# -- a forged outcome, a stale entry, a purge under producers ------------------------------------
+def test_a_forged_outcome_leaves_the_other_jobs_requeued(broker, redis_server, caplog):
+    client = redis_server.client()
+    ms = [message(i, i) for i in range(3)]
+    broker.enqueue(ms)
+    got = broker.claim(["default"], "w", 10)
+    broker.finish("w", [done(m, JobStatus.FAILED, error="boom") for m in got])
+    synced(broker)
+    client.set(broker.key("r", ms[0].id), "1|not json")
+    assert broker.requeue() == 2  # the forged one is left alone
+    assert {m.id for m in broker.claim(["default"], "w", 10)} == {ms[1].id, ms[2].id}
+    # ... and a producer asking about it is told what the table knows, logged.
+    with caplog.at_level(logging.WARNING):
+        assert broker.state(ms[0].id).status == "failed"
+    assert "state=unreadable-outcome" in caplog.text
+    client.set(broker.key("r", ms[1].id), '1|{"status": "succeeded", "ended_ms": ' + "9" * 20 + "}")
+    assert broker.state(ms[1].id).status in ("queued", "started")
+
+
+def test_a_canceled_waiting_job_s_entry_is_no_stray_once_its_outcome_expires(
+    broker, redis_server, caplog
+):
+    m = message(1, 1)
+    broker.enqueue([m])
+    assert broker.cancel(m.id)
+    redis_server.client().delete(broker.key("r", m.id))  # RESULT_TTL passes
+    with caplog.at_level(logging.WARNING):
+        assert broker.claim(["default"], "w", 10) == []
+    assert "stray-entry" not in caplog.text
+
+
+def test_a_purge_ends_while_producers_keep_sending(broker, redis_server, monkeypatch):
+    import threading
+
+    from jobqueue.brokers.redis import records
+    from tests.conftest import wait_until
+
+    monkeypatch.setattr(records, "PURGE_CHUNK", 1)  # producers outpace the purge
+    client = redis_server.client()
+    stop = threading.Event()
+
+    def produce() -> None:
+        while not stop.is_set():
+            batch = [message(i, i) for i in range(20)]
+            broker.push(batch, [codec.encode(m) for m in batch])
+
+    producer = threading.Thread(target=produce)
+    producer.start()
+    try:
+        wait_until(lambda: client.llen(broker.key("q", "default", "0")) >= 100, message="a backlog")
+        purged: list[int] = []
+        purger = threading.Thread(target=lambda: purged.append(broker.purge_queue("default")))
+        purger.start()
+        purger.join(20)
+        assert purged and purged[0] >= 100
+    finally:
+        stop.set()
+        producer.join()

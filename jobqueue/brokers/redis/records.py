@@ -10,10 +10,13 @@ from collections.abc import Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
+import redis
 from django.utils import timezone
 
 from jobqueue.brokers.redis import codec, results
+from jobqueue.brokers.redis.client import text
 from jobqueue.conf import get_settings
+from jobqueue.exceptions import BrokerError
 from jobqueue.states import FINISHED, JobStatus
 
 if TYPE_CHECKING:
@@ -74,11 +77,25 @@ def requeue(broker: RedisBroker, job_ids: Sequence[str] | None = None) -> int:
 
 
 def purge_queue(broker: RedisBroker, queue: str) -> int:
-    """Every job waiting or scheduled in ``queue``, a chunk per script call."""
+    """Every job waiting or scheduled in ``queue``, a chunk per script call. The calls are
+    bounded by what the queue held when the purge began: under producers sending all along, the
+    purge ends (jobs sent meanwhile may be left waiting)."""
+    client = broker.client
+    try:
+        levels = [text(v) for v in client.zrange(broker.key("levels", queue), 0, -1)]
+        pipe = client.pipeline(transaction=False)
+        for level in levels:
+            pipe.llen(broker.key("q", queue, level))
+        pipe.zcard(broker.key("scheduled"))
+        held = sum(int(n) for n in pipe.execute())
+    except redis.RedisError as exc:
+        raise BrokerError(f"Redis: {exc}") from exc
+    calls = held // PURGE_CHUNK + 2
     removed, cursor, more = 0, 0, 1
-    while more or cursor >= 0:
+    while (more or cursor >= 0) and calls > 0:
         count, cursor, more = (int(v) for v in broker.run("PURGE", queue, PURGE_CHUNK, cursor))
         removed += count
+        calls -= 1
     broker.sync()
     return removed
 
