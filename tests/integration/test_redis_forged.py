@@ -366,3 +366,32 @@ def test_a_purge_ends_while_producers_keep_sending(broker, redis_server, monkeyp
     finally:
         stop.set()
         producer.join()
+
+
+# -- Redis at maxmemory (noeviction): running work goes on, the stream is still trimmed ----------
+def test_at_maxmemory_renewals_finishes_and_tracking_go_on_and_sends_go_to_the_outbox(
+    own_redis,
+):
+    from jobqueue.models import Outbox
+
+    prefix = f"oom{uuid4().hex[:6]}"
+    with override_settings(JOBQUEUE={"BROKER": redis_broker_settings(own_redis.url, prefix)}):
+        b = get_broker()
+        ms = [message(i, i) for i in range(2)]
+        b.enqueue(ms)
+        claimed = b.claim(["default"], "w", 2)
+        client = own_redis.client()
+        client.set("ballast", "x" * 1_000_000)
+        client.config_set("maxmemory-policy", "noeviction")
+        client.config_set("maxmemory", client.info("memory")["used_memory"] - 100_000)
+        with pytest.raises(BrokerError, match="maxmemory"):
+            b.run("ENQUEUE", str(uuid4()), codec.encode(message(9, 9)), 0, 0)
+        assert b.renew("w", [m.lease for m in claimed]) == set()
+        assert b.finish("w", [done(claimed[0])]) == 1
+        assert b.tracking.sync(budget=5) is True  # the tracker's lock is taken at maxmemory
+        assert Job.objects.get(id=ms[0].id).status == "succeeded"
+        assert client.xlen(b.key("events")) <= 1  # trimmed to what is recorded
+        late = message(3, 3)
+        b.enqueue([late])  # refused by Redis: kept in the outbox
+        assert Outbox.objects.filter(job_id=late.id).exists()
+        b.close()

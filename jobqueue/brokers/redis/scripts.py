@@ -59,6 +59,13 @@ end
 local function next_version(last)
   return string.format('%d', math.max((last or 0) + 1, now_us()))
 end
+-- At maxmemory with noeviction, Redis refuses a script's first write that may grow memory; once
+-- the script has written, the rest is let through (it cannot stop half-way). Scripts that keep
+-- work going when memory is full (renewals; the tracker's lock, so that the stream is trimmed)
+-- begin with this write, which changes nothing.
+local function keep_going()
+  redis.call('ZREM', P .. ':running', '')
+end
 local function refuse_bar(name)
   if string.find(name, '|', 1, true) then
     return error({err = "a worker name may not contain '|': " .. name})
@@ -352,6 +359,7 @@ return released
 
 # ARGV: P, lease_ms, then per lease: id, token. Returns the ids no longer held.
 RENEW = """
+keep_going()
 local until_ms = now_ms() + tonumber(ARGV[2])
 local gone = {}
 for i = 3, #ARGV, 2 do
@@ -552,7 +560,14 @@ return {scan[1], found}
 """
 
 # Locks (tracking's, the relay's): a token each holder draws; only the holder extends or frees
-# its lock. ARGV: P, name, token, lock_ms
+# its lock. ARGV: P, name, token, lock_ms. Returns 1 if taken.
+LOCK = """
+keep_going()
+if redis.call('SET', P .. ':' .. ARGV[2], ARGV[3], 'NX', 'PX', ARGV[4]) then return 1 end
+return 0
+"""
+
+# ARGV: P, name, token, lock_ms
 EXTEND = """
 if redis.call('GET', P .. ':' .. ARGV[2]) ~= ARGV[3] then return 0 end
 redis.call('PEXPIRE', P .. ':' .. ARGV[2], ARGV[4])

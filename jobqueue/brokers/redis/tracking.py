@@ -293,7 +293,7 @@ class Tracking:
         deadline = time.monotonic() + budget
         token = uuid.uuid4().hex
         try:
-            if not transport.client.set(transport.key("tracker"), token, nx=True, px=self.LOCK_MS):
+            if not transport.run("LOCK", "tracker", token, self.LOCK_MS):
                 return False
             try:
                 return self.fold_until(token, deadline)
