@@ -342,6 +342,8 @@ def test_a_canceled_waiting_job_s_entry_is_no_stray_once_its_outcome_expires(
 def test_a_purge_ends_while_producers_keep_sending(broker, redis_server, monkeypatch):
     import threading
 
+    from django.db import connections
+
     from jobqueue.brokers.redis import records
     from tests.conftest import wait_until
 
@@ -359,7 +361,14 @@ def test_a_purge_ends_while_producers_keep_sending(broker, redis_server, monkeyp
     try:
         wait_until(lambda: client.llen(broker.key("q", "default", "0")) >= 100, message="a backlog")
         purged: list[int] = []
-        purger = threading.Thread(target=lambda: purged.append(broker.purge_queue("default")))
+
+        def purge() -> None:
+            try:
+                purged.append(broker.purge_queue("default"))
+            finally:
+                connections.close_all()  # this thread's own
+
+        purger = threading.Thread(target=purge)
         purger.start()
         purger.join(20)
         assert purged and purged[0] >= 100
