@@ -5,8 +5,11 @@ servers, the real database."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from uuid import uuid4
@@ -20,6 +23,7 @@ from jobqueue.exceptions import BrokerError
 from jobqueue.message import Lease
 from jobqueue.models import Job
 from jobqueue.states import JobStatus
+from tests.conftest import wait_until
 from tests.integration.test_redis_reliability import done, message, synced
 from tests.redis_server import delete_prefix, redis_broker_settings, require_redis_broker, serve
 
@@ -253,13 +257,10 @@ def test_the_sweep_puts_back_a_job_whose_entry_is_gone_and_leaves_the_others(
 
 
 # -- the supervisor is never stalled by its upkeep thread -------------------------------------
-def test_close_returns_promptly_while_the_upkeep_thread_waits_on_a_locked_row(broker):
-    import threading
-    import time
-
+@contextlib.contextmanager
+def upkeep_blocked_on_a_locked_row(broker) -> Iterator[None]:
+    """The broker's upkeep thread waiting on a row another session has locked (PostgreSQL)."""
     from django.db import connection, connections
-
-    from tests.conftest import wait_until
 
     if connection.vendor != "postgresql":
         pytest.skip("row locks held by another session: PostgreSQL")
@@ -272,40 +273,65 @@ def test_close_returns_promptly_while_the_upkeep_thread_waits_on_a_locked_row(br
     other = psycopg.connect(
         host=s["HOST"] or "127.0.0.1", port=s["PORT"] or 5432, user=s["USER"], dbname=s["NAME"]
     )
+
+    def blocked() -> bool:
+        with connection.cursor() as cursor:  # outside ``other``'s transaction: fresh stats
+            cursor.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                "AND datname = %s",
+                [s["NAME"]],
+            )
+            return bool(cursor.fetchone()[0])
+
     try:
         other.execute("BEGIN")
         other.execute("SELECT 1 FROM jobqueue_job WHERE id = %s FOR UPDATE", [m.id])
         broker.claim(["default"], "w", 1)  # a 'started' event for the locked row
         broker.tick()  # the upkeep thread starts, and blocks on the row
-
-        def blocked() -> bool:
-            with connection.cursor() as cursor:  # outside ``other``'s transaction: fresh stats
-                cursor.execute(
-                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
-                    "AND datname = %s",
-                    [s["NAME"]],
-                )
-                return bool(cursor.fetchone()[0])
-
         wait_until(blocked, message="the upkeep thread to wait on the row lock")
-        took: list[float] = []
-
-        def close() -> None:
-            start = time.monotonic()
-            broker.close()
-            took.append(time.monotonic() - start)
-
-        closer = threading.Thread(target=close)
-        closer.start()
-        closer.join(10)
-        assert took and took[0] < 2.5
-        assert broker._upkeep is None
+        yield
     finally:
         other.rollback()
         other.close()
         connections.close_all()
     synced(broker)  # once the lock is gone, the event is recorded
     assert Job.objects.get(id=m.id).status == "started"
+
+
+def test_close_returns_promptly_while_the_upkeep_thread_waits_on_a_locked_row(broker):
+    took: list[float] = []
+
+    def close() -> None:
+        start = time.monotonic()
+        broker.close()
+        took.append(time.monotonic() - start)
+
+    with upkeep_blocked_on_a_locked_row(broker):
+        closer = threading.Thread(target=close)
+        closer.start()
+        closer.join(10)
+        assert took and took[0] < 2.5  # its lock wait is bounded (1 s)
+        assert broker.ready_to_fork()
+
+
+def test_a_fork_waits_while_the_upkeep_thread_has_not_stopped(broker, monkeypatch):
+    from jobqueue.brokers.redis import upkeep
+
+    monkeypatch.setattr(upkeep, "STOP_WAIT", 0.1)  # shorter than its lock wait
+    with upkeep_blocked_on_a_locked_row(broker):
+        start = time.monotonic()
+        broker.close()
+        assert time.monotonic() - start < 0.5
+        assert not broker.ready_to_fork()  # the supervisor postpones its fork
+        broker.tick()  # no second thread meanwhile
+        upkeeps = [t for t in threading.enumerate() if t.name == "jobqueue-redis-upkeep"]
+        assert len(upkeeps) == 1
+
+        def stopped() -> bool:
+            broker.close()  # what the supervisor's next tick does
+            return broker.ready_to_fork()
+
+        wait_until(stopped, message="the thread to stop (its lock wait ends)")
 
 
 # -- a forged outcome, a stale entry, a purge under producers ------------------------------------
@@ -340,12 +366,9 @@ def test_a_canceled_waiting_job_s_entry_is_no_stray_once_its_outcome_expires(
 
 
 def test_a_purge_ends_while_producers_keep_sending(broker, redis_server, monkeypatch):
-    import threading
-
     from django.db import connections
 
     from jobqueue.brokers.redis import records
-    from tests.conftest import wait_until
 
     monkeypatch.setattr(records, "PURGE_CHUNK", 1)  # producers outpace the purge
     client = redis_server.client()

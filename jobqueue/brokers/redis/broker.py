@@ -80,10 +80,14 @@ class RedisBroker(Broker):
         return self.transport.run(name, *args)
 
     def close(self) -> None:
-        if self._upkeep is not None:
-            self._upkeep.stop()  # before a fork: no thread may run across it
+        if self._upkeep is not None and self._upkeep.stop():
+            # Before a fork: no thread may run across it; its waits are bounded (``upkeep``).
+            # One that has not stopped yet is kept: ``ready_to_fork`` says so.
             self._upkeep = None
         self.transport.close()
+
+    def ready_to_fork(self) -> bool:
+        return self._upkeep is None
 
     # -- producers -------------------------------------------------------------------------------
     def enqueue(self, messages: Sequence[Message]) -> None:

@@ -7,8 +7,10 @@ supervisor calls before every fork: no thread is ever running when a child is fo
 of the thread is bounded (Redis's socket timeout; on the database a lock wait of ``LOCK_WAIT``
 and a statement of ``STATEMENT_WAIT`` seconds at most, set on the thread's own connection), so a
 stop takes at most about ``STOP_WAIT`` seconds even when a row it writes is locked by someone
-else: the supervisor is never stalled for longer. On the way out the thread records what it can
-within ``FINAL_BUDGET`` seconds, so a burst worker leaves the table up to date.
+else: the supervisor is never stalled for longer. A thread that still runs after that (a socket
+that hangs despite the timeouts) is reported by ``ready_to_fork``, and the fork waits. On the
+way out the thread records what it can within ``FINAL_BUDGET`` seconds, so a burst worker leaves
+the table up to date.
 """
 
 from __future__ import annotations
@@ -73,11 +75,14 @@ class Upkeep(threading.Thread):
             connections.close_all()
 
     def stop(self) -> bool:
-        """Stop the thread; False if it is still running after ``STOP_WAIT`` seconds (logged)."""
+        """Stop the thread; False if it is still running after ``STOP_WAIT`` seconds (logged), or
+        at once if it was asked to stop before and has not yet (a supervisor asks every tick)."""
+        asked = self.stopping.is_set()
         self.stopping.set()
-        self.join(STOP_WAIT)
+        self.join(0 if asked else STOP_WAIT)
         if self.is_alive():
-            logger.error("state=upkeep-still-running waited=%.1fs", STOP_WAIT)
+            if not asked:
+                logger.error("state=upkeep-still-running waited=%.1fs", STOP_WAIT)
             return False
         return True
 
