@@ -184,3 +184,28 @@ def test_an_ack_that_fails_keeps_its_outcomes_and_is_retried_before_claiming_mor
     assert "claim" not in calls[first_failure : calls.index("finish")]
     assert calls.count("finish-failed") == 2
     assert slot.header.buffered == 0
+
+
+def test_a_job_dropped_by_the_supervisor_is_not_started():
+    """A job of the batch that was canceled (or is no longer this child's) before its turn is
+    skipped: its run would be refused anyway."""
+    from tests.testapp.models import Run
+    from tests.testapp.worker_tasks import count
+
+    first, second = count.delay("first"), count.delay("second")
+    context = multiprocessing.get_context("fork")
+    broker = DatabaseBroker()
+    slot = Slot(context, 8)
+    consumer = Consumer(broker, ["default"], "w", slot, context.RawValue("b", 0))
+    try:
+        messages = broker.claim(["default"], "w", 2)
+        slot.claimed(messages)
+        assert second.cancel()
+        slot.drop({second.id})  # what the supervisor does on seeing the cancel
+        consumer.run_batch(messages)
+        consumer.flush()
+    finally:
+        broker.close()
+    assert list(Run.objects.values_list("key", flat=True)) == ["first"]
+    assert (first.status, second.status) == ("succeeded", "canceled")
+    assert slot.leases() == {}
