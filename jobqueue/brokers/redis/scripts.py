@@ -4,7 +4,12 @@ Every key starts with the broker's prefix, which carries a hash tag (``{jobqueue
 script touches one slot of a Redis Cluster. Times come from Redis's own clock (``TIME``).
 
 Every change a script makes to a job raises the job's version (``P:ver``); a claim's version is
-its fencing token, so a finish, release or renewal carrying an older one is refused. Every event
+its fencing token, so a finish, release or renewal carrying an older one is refused. A version
+is never below Redis's clock in microseconds (``next_version``): it rises across a job's lives
+without asking the Job table, and after Redis comes back from an older snapshot no token handed
+out before is handed out again. A number a script reads from Redis is checked before anything is
+written (a script that fails half-way is not undone): a job whose attempts or version is no
+number is left alone, for the sweep (``SWEEP``) to put right. Every event
 carries the version it made, so the Job table (a projection of these events) applies an event
 only if it is newer than the row. Each script is safe to run twice (a client's retry): a send
 skips a job Redis already holds or has finished, a claim replays its first reply, and finish,
@@ -23,7 +28,8 @@ Each script below is run after ``COMMON`` (see ``source``). Layout (``P`` is the
   P:canceled   zset   running ids canceled -> ms (their supervisors stop them; a claim clears it)
   P:wake:<q>   list   tokens idle workers block on (BLPOP)
   P:claim:<request>  string  a claim's jobs and tokens, kept 5 s so a retried claim gets them again
-  P:strays     list   the last 1000 queue entries that were no job (logged by the claimer)
+  P:strays     list   the last 1000 queue entries that were no job, or a job whose record is
+               damaged (logged by the claimer)
   P:events     stream what the Job table has yet to record (see tracking); never trimmed past
                what it has recorded. Each entry is d="kind|...", with p=outcome and b=body where
                a row needs them. Scripts are given it as KEYS[2] only while TRACKING is on.
