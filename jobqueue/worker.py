@@ -66,6 +66,7 @@ class Child:
     kill_reason: str = ""
     kill_lost: str = ""
     kill_outcome: Outcome | None = None
+    postponed: bool = False  # its fork waits for the broker's threads to stop
 
 
 @dataclass
@@ -191,6 +192,9 @@ class Supervisor:
             self.tend()
 
     def tend(self) -> None:
+        for child in self.children:
+            if child.postponed and not self.stopping.value:
+                self.spawn(child)
         self.reap()
         self.enforce_deadlines()
         self.guarded(self.bookkeeping)
@@ -232,13 +236,24 @@ class Supervisor:
         return True
 
     def alive(self) -> bool:
-        return any(c.process is not None for c in self.children)
+        return any(
+            c.process is not None or (c.postponed and not self.stopping.value)
+            for c in self.children
+        )
 
     def spawn(self, child: Child) -> None:
         """Fork a child with a slot of its own; the supervisor's connections are closed first
         so none is shared."""
         self.broker.close()
         connections.close_all()
+        if not self.broker.ready_to_fork():
+            if not child.postponed:
+                logger.warning(
+                    "worker=%s state=fork-postponed (a broker thread still runs)", child.name
+                )
+            child.postponed = True
+            return
+        child.postponed = False
         child.slot = Slot(self.context, 2 * get_settings().MAX_BATCH + 2)
         child.kill_reason, child.kill_lost, child.kill_outcome = "", "", None
         child.process = self.context.Process(

@@ -135,6 +135,11 @@ class Broker(ABC):
     def close(self) -> None:  # noqa: B027 (optional hook)
         """Drop connections this process opened (called before a fork and at exit)."""
 
+    def ready_to_fork(self) -> bool:
+        """False while a thread of the broker's may still run after ``close()`` (it could not be
+        stopped in time): a supervisor then postpones its fork."""
+        return True
+
     # -- producers asking about their jobs (the Job table) ---------------------------------------
     def state(self, job_id: str) -> JobState:
         """The job's state now; raises ``JobNotFound``."""

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 import uuid
 from collections.abc import Sequence
 from datetime import timedelta
@@ -38,6 +39,7 @@ from jobqueue.message import Lease, Message
 logger = logging.getLogger(__name__)
 
 CHUNK = 500  # messages per script call
+RELAY_EVERY = 1.0  # seconds: the relay and reconciliation run at least this often
 LOST_LEASE = "its worker stopped renewing its lease"
 
 
@@ -64,6 +66,7 @@ class RedisBroker(Broker):
         self.tracking = Tracking(self.transport)
         self.reconciler = durability.Reconciler(self.transport, self.tracking)
         self._upkeep: Upkeep | None = None
+        self._next_relay = 0.0
 
     # -- plumbing --------------------------------------------------------------------------------
     @property
@@ -77,10 +80,14 @@ class RedisBroker(Broker):
         return self.transport.run(name, *args)
 
     def close(self) -> None:
-        if self._upkeep is not None:
-            self._upkeep.stop()  # before a fork: no thread may run across it
+        if self._upkeep is not None and self._upkeep.stop():
+            # Before a fork: no thread may run across it; its waits are bounded (``upkeep``).
+            # One that has not stopped yet is kept: ``ready_to_fork`` says so.
             self._upkeep = None
         self.transport.close()
+
+    def ready_to_fork(self) -> bool:
+        return self._upkeep is None
 
     # -- producers -------------------------------------------------------------------------------
     def enqueue(self, messages: Sequence[Message]) -> None:
@@ -113,19 +120,17 @@ class RedisBroker(Broker):
         self,
         messages: Sequence[Message],
         bodies: Sequence[str],
-        floors: Sequence[int] | None = None,
         attempts: Sequence[int] | None = None,
     ) -> list[str]:
-        """Send signed bodies as they are (``floors``: the versions the Job table has seen,
-        ``attempts``: runs already counted); returns the ids Redis did not hold already."""
+        """Send signed bodies as they are (``attempts``: runs already counted); returns the ids
+        Redis did not hold already. Versions are Redis's to give (``scripts.next_version``)."""
         sent: list[str] = []
         for start in range(0, len(messages), CHUNK):
             args: list[Any] = []
             for i in range(start, min(start + CHUNK, len(messages))):
                 m = messages[i]
                 run_at = codec.to_ms(m.run_at) if m.is_scheduled else 0
-                args += [m.id, bodies[i], run_at, floors[i] if floors else 0]
-                args.append(attempts[i] if attempts else 0)
+                args += [m.id, bodies[i], run_at, attempts[i] if attempts else 0]
             sent += [text(i) for i in self.run("ENQUEUE", *args)]
         return sent
 
@@ -163,6 +168,7 @@ class RedisBroker(Broker):
         return self.leased(reply)
 
     def claim_args(self, queues: Sequence[str], worker: str, limit: int) -> list[Any]:
+        refuse_bar(worker)
         lease = int(get_settings().LEASE_TIMEOUT * 1000)
         return [worker, limit, lease, uuid.uuid4().hex, *queues]
 
@@ -189,6 +195,7 @@ class RedisBroker(Broker):
     def finish(self, worker: str, outcomes: Sequence[Outcome]) -> int:
         if not outcomes:
             return 0
+        refuse_bar(worker)
         args: list[Any] = [worker, results.ttl()]
         for o in outcomes:
             args += [o.job_id, o.token, o.status.value, codec.to_ms(o.run_at)]
@@ -198,6 +205,7 @@ class RedisBroker(Broker):
     def release(self, worker: str, leases: Sequence[Lease], *, lost: str = "") -> int:
         if not leases:
             return 0
+        refuse_bar(worker)
         args: list[Any] = [worker, lost, *worker_lost_error(lost), results.ttl()]
         for lease in leases:
             args += [lease.job_id, lease.token]
@@ -234,15 +242,27 @@ class RedisBroker(Broker):
             self._upkeep.start()
 
     def upkeep(self, budget: float) -> bool:
-        """One round: tracking for about ``budget`` seconds; once it has caught up, the outbox
-        relay and a step of reconciliation. True if tracking caught up."""
-        caught_up = self.tracking.sync(budget=budget)
-        if caught_up or not get_settings().TRACKING:
+        """One round: tracking for about ``budget`` seconds; then the outbox relay and a step of
+        reconciliation, each round once tracking has caught up and at least every
+        ``RELAY_EVERY`` seconds whatever tracking does (a drain faster than tracking, or a
+        failing database write, must not hold back jobs waiting in the outbox). True if
+        tracking caught up."""
+        failure: BaseException | None = None
+        caught_up = False
+        try:
+            caught_up = self.tracking.sync(budget=budget)
+        except Exception as exc:
+            failure = exc
+        now = time.monotonic()
+        if caught_up or now >= self._next_relay:
+            self._next_relay = now + RELAY_EVERY
             try:
                 outbox.relay(self)
                 self.reconciler.step(self)
             except redis.RedisError as exc:
                 raise BrokerError(f"Redis: {exc}") from exc
+        if failure is not None:
+            raise failure
         return caught_up
 
     def sync(self) -> None:
@@ -282,6 +302,13 @@ class RedisBroker(Broker):
 
     def durability_warnings(self) -> list[str]:
         return durability.warnings(self.transport)
+
+
+def refuse_bar(worker: str) -> None:
+    """Events and the lease's owner are '|'-separated: a worker name may not hold one (the
+    scripts refuse it too)."""
+    if "|" in worker:
+        raise ValueError(f"a worker name may not contain '|': {worker!r}")
 
 
 def wait_time(timeout: float) -> float:

@@ -2,11 +2,16 @@
 
 Reconciliation compares the Job table with Redis: a job the table says is waiting or running but
 that Redis no longer knows (a restart without persistence, a failover to a replica that lagged,
-an eviction) is sent again from the signed body the tracker stored, with the version and
-attempts the table last saw, once (the send skips a job Redis holds), logged
-``state=resent-after-broker-loss`` and counted on its row (``resent``). Before a job is called
-lost, everything the stream says happened to it up to that moment is recorded first, so a job
-that merely finished and whose result expired is never taken for lost.
+an eviction) is sent again from the signed body the tracker stored, with the attempts the
+table last saw (at a version above any it had: Redis's clock is its floor), once (the send
+skips a job Redis holds), logged ``state=resent-after-broker-loss`` and counted on its row
+(``resent``). Before a job is called lost, everything the stream says happened to it up to
+that moment is recorded first, so a job that merely finished and whose result expired is never
+taken for lost.
+
+It also sweeps the jobs Redis holds: one that is in no queue, not running and not scheduled (a
+value written by hand made a claim pass it over, or its entry was removed) goes back to its queue,
+logged ``state=requeued-stray``.
 """
 
 from __future__ import annotations
@@ -59,25 +64,50 @@ def stream_id(value: str) -> tuple[int, int]:
 
 
 class Reconciler:
-    """Sweeps the table's live rows a chunk per tick, a sweep every ``INTERVAL`` seconds."""
+    """Sweeps the table's live rows, and the jobs Redis holds (``sweep_redis``), a chunk per
+    tick, a sweep every ``INTERVAL`` seconds."""
 
     INTERVAL = 30.0
     CHUNK = 1000
+    SWEEP_CHUNK = 100  # jobs Redis holds looked at per step
+    SWEEP_LONGEST = 2000  # a queue longer than this is not searched for a job's entry
 
     def __init__(self, transport: Transport, tracking: Tracking) -> None:
         self.transport = transport
         self.tracking = tracking
         self.cursor: str | None = None  # last id of the sweep in progress; None: between sweeps
         self.next_sweep = 0.0
+        self.redis_cursor: str | None = None  # of the sweep over the jobs Redis holds
+
+    def sweep_redis(self) -> None:
+        """A chunk of the sweep over the jobs Redis holds: one that is in no queue, not running
+        and not scheduled goes back to its queue (``scripts.SWEEP``), logged."""
+        assert self.redis_cursor is not None
+        cursor, found = self.transport.run(
+            "SWEEP", self.redis_cursor, self.SWEEP_CHUNK, self.SWEEP_LONGEST
+        )
+        self.redis_cursor = None if text(cursor) == "0" else text(cursor)
+        for i in range(0, len(found), 2):
+            logger.warning(
+                "job=%s state=requeued-stray reason=%r (back at the end of its queue)",
+                text(found[i]),
+                text(found[i + 1]),
+            )
 
     def step(self, broker: RedisBroker) -> int:
-        """One chunk of the sweep; returns how many jobs were sent again."""
+        """One chunk of the sweeps; returns how many jobs were sent again."""
+        if self.redis_cursor is not None:
+            self.sweep_redis()
         if not get_settings().TRACKING:
+            if self.redis_cursor is None and time.monotonic() >= self.next_sweep:
+                self.redis_cursor, self.next_sweep = "0", time.monotonic() + self.INTERVAL
             return 0
         if self.cursor is None:
             if time.monotonic() < self.next_sweep:
                 return 0
             self.cursor = ""
+            if self.redis_cursor is None:
+                self.redis_cursor = "0"
         start = self.cursor
         versions = self.chunk(start)
         if len(versions) < self.CHUNK:
@@ -132,7 +162,7 @@ class Reconciler:
         rows = Job.objects.filter(id__in=list(candidates), status__in=LIVE).values_list(
             "id", "version", "body", "attempts", "run_at"
         )
-        messages, bodies, floors, attempts = [], [], [], []
+        messages, bodies, attempts = [], [], []
         for pk, version, body, runs, run_at in rows:
             job_id = str(pk)
             if version != candidates[job_id] or job_id in pending:
@@ -144,11 +174,10 @@ class Reconciler:
             message.run_at = run_at
             messages.append(message)
             bodies.append(body)
-            floors.append(version)
             attempts.append(runs)
         if not messages:
             return 0
-        sent = broker.push(messages, bodies, floors, attempts)
+        sent = broker.push(messages, bodies, attempts)
         for job_id in sent:
             logger.warning("job=%s state=resent-after-broker-loss", job_id)
         Job.objects.filter(id__in=sent).update(resent=F("resent") + 1)

@@ -10,10 +10,13 @@ from collections.abc import Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
+import redis
 from django.utils import timezone
 
 from jobqueue.brokers.redis import codec, results
+from jobqueue.brokers.redis.client import text
 from jobqueue.conf import get_settings
+from jobqueue.exceptions import BrokerError
 from jobqueue.states import FINISHED, JobStatus
 
 if TYPE_CHECKING:
@@ -30,17 +33,13 @@ def cancel(broker: RedisBroker, job_id: str) -> bool:
     finished (tracked yet or not) or is unknown."""
     from jobqueue.models import Job, Outbox
 
-    row = Job.objects.filter(id=job_id).values("version").first()
     in_outbox = Outbox.objects.filter(job_id=job_id).exists()
     done = {
         "status": JobStatus.CANCELED.value,
         "error": "canceled",
         "ended_at": timezone.now().isoformat(),
     }
-    floor = row["version"] if row else 0
-    canceled = bool(
-        broker.run("CANCEL", job_id, results.ttl(), json.dumps(done), floor, int(in_outbox))
-    )
+    canceled = bool(broker.run("CANCEL", job_id, results.ttl(), json.dumps(done), int(in_outbox)))
     if canceled and in_outbox:
         Outbox.objects.filter(job_id=job_id).delete()
         if not get_settings().TRACKING:
@@ -59,7 +58,7 @@ def requeue(broker: RedisBroker, job_ids: Sequence[str] | None = None) -> int:
     if job_ids is not None:
         rows = rows.filter(id__in=list(job_ids))
     args: list[object] = []
-    for pk, body, version in rows.values_list("id", "body", "version").iterator():
+    for pk, body in rows.values_list("id", "body").iterator():
         job_id = str(pk)
         if not body or not codec.verified(job_id, body):
             logger.warning(
@@ -68,21 +67,35 @@ def requeue(broker: RedisBroker, job_ids: Sequence[str] | None = None) -> int:
                 "no signed body recorded" if not body else "its body does not verify",
             )
             continue
-        args += [job_id, body, version]
+        args += [job_id, body]
     requeued = 0
-    for start in range(0, len(args), CHUNK * 3):
-        requeued += len(broker.run("REQUEUE", *args[start : start + CHUNK * 3]))
+    for start in range(0, len(args), CHUNK * 2):
+        requeued += len(broker.run("REQUEUE", *args[start : start + CHUNK * 2]))
     if requeued:
         broker.sync()
     return requeued
 
 
 def purge_queue(broker: RedisBroker, queue: str) -> int:
-    """Every job waiting or scheduled in ``queue``, a chunk per script call."""
+    """Every job waiting or scheduled in ``queue``, a chunk per script call. The calls are
+    bounded by what the queue held when the purge began: under producers sending all along, the
+    purge ends (jobs sent meanwhile may be left waiting)."""
+    client = broker.client
+    try:
+        levels = [text(v) for v in client.zrange(broker.key("levels", queue), 0, -1)]
+        pipe = client.pipeline(transaction=False)
+        for level in levels:
+            pipe.llen(broker.key("q", queue, level))
+        pipe.zcard(broker.key("scheduled"))
+        held = sum(int(n) for n in pipe.execute())
+    except redis.RedisError as exc:
+        raise BrokerError(f"Redis: {exc}") from exc
+    calls = held // PURGE_CHUNK + 2
     removed, cursor, more = 0, 0, 1
-    while more or cursor >= 0:
+    while (more or cursor >= 0) and calls > 0:
         count, cursor, more = (int(v) for v in broker.run("PURGE", queue, PURGE_CHUNK, cursor))
         removed += count
+        calls -= 1
     broker.sync()
     return removed
 

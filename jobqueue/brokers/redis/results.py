@@ -5,6 +5,7 @@ forgotten it)."""
 from __future__ import annotations
 
 import json
+import logging
 import time
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -18,6 +19,8 @@ from jobqueue.states import FINISHED, JobStatus
 
 if TYPE_CHECKING:
     from jobqueue.brokers.redis.broker import RedisBroker
+
+logger = logging.getLogger(__name__)
 
 
 def ttl() -> int:
@@ -56,6 +59,29 @@ def split(value: str) -> tuple[int, dict[str, Any]]:
     return int(version), json.loads(data)
 
 
+def read_outcome(job_id: str, value: bytes) -> JobState | None:
+    """The state a ``P:r:<id>`` value says; None (logged) if it cannot be read: only something
+    written by hand can be malformed, and it is taken for no outcome at all."""
+    try:
+        _, data = split(value.decode())
+        status = JobStatus(data["status"])
+        if status not in FINISHED:
+            raise ValueError(f"status {status} is not an end")
+        for key in ("result", "error", "traceback"):
+            if not isinstance(data.get(key), str | None):
+                raise ValueError(f"{key} is not text")
+        return JobState(
+            status=status.value,
+            result=data.get("result"),
+            error=data.get("error") or "",
+            traceback=data.get("traceback") or "",
+            ended_at=moment(data, "ended"),
+        )
+    except Exception as exc:
+        logger.warning("job=%s state=unreadable-outcome error=%r (taken for none)", job_id, exc)
+        return None
+
+
 def state(broker: RedisBroker, job_id: str) -> JobState:
     key = broker.key
     try:
@@ -72,14 +98,9 @@ def state(broker: RedisBroker, job_id: str) -> JobState:
             # Not yet recorded: it may well be waiting in Redis. Say what is known.
             raise BrokerError(f"job {job_id}: Redis cannot be reached ({exc})") from exc
     if ended is not None:
-        _, data = split(ended.decode())
-        return JobState(
-            status=data["status"],
-            result=data.get("result"),
-            error=data.get("error") or "",
-            traceback=data.get("traceback") or "",
-            ended_at=moment(data, "ended"),
-        )
+        finished = read_outcome(job_id, ended)
+        if finished is not None:
+            return finished
     if running is not None:
         return JobState(status=JobStatus.STARTED)
     if scheduled is not None:

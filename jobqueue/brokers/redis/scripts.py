@@ -4,7 +4,12 @@ Every key starts with the broker's prefix, which carries a hash tag (``{jobqueue
 script touches one slot of a Redis Cluster. Times come from Redis's own clock (``TIME``).
 
 Every change a script makes to a job raises the job's version (``P:ver``); a claim's version is
-its fencing token, so a finish, release or renewal carrying an older one is refused. Every event
+its fencing token, so a finish, release or renewal carrying an older one is refused. A version
+is never below Redis's clock in microseconds (``next_version``): it rises across a job's lives
+without asking the Job table, and after Redis comes back from an older snapshot no token handed
+out before is handed out again. A number a script reads from Redis is checked before anything is
+written (a script that fails half-way is not undone): a job whose attempts or version is no
+number is left alone, for the sweep (``SWEEP``) to put right. Every event
 carries the version it made, so the Job table (a projection of these events) applies an event
 only if it is newer than the row. Each script is safe to run twice (a client's retry): a send
 skips a job Redis already holds or has finished, a claim replays its first reply, and finish,
@@ -23,7 +28,8 @@ Each script below is run after ``COMMON`` (see ``source``). Layout (``P`` is the
   P:canceled   zset   running ids canceled -> ms (their supervisors stop them; a claim clears it)
   P:wake:<q>   list   tokens idle workers block on (BLPOP)
   P:claim:<request>  string  a claim's jobs and tokens, kept 5 s so a retried claim gets them again
-  P:strays     list   the last 1000 queue entries that were no job (logged by the claimer)
+  P:strays     list   the last 1000 queue entries that were no job, or a job whose record is
+               damaged (logged by the claimer)
   P:events     stream what the Job table has yet to record (see tracking); never trimmed past
                what it has recorded. Each entry is d="kind|...", with p=outcome and b=body where
                a row needs them. Scripts are given it as KEYS[2] only while TRACKING is on.
@@ -34,9 +40,42 @@ Each script below is run after ``COMMON`` (see ``source``). Layout (``P`` is the
 COMMON = """
 local P = ARGV[1]
 local EVENTS = KEYS[2]
+local clock
+local function now_us()
+  if not clock then
+    local t = redis.call('TIME')
+    clock = tonumber(t[1]) * 1000000 + tonumber(t[2])
+  end
+  return clock
+end
 local function now_ms()
-  local t = redis.call('TIME')
-  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  return math.floor(now_us() / 1000)
+end
+-- A whole number Redis holds for a job (attempts, a version): 0 if absent, nil if it is not one
+-- (written by hand): such a job is left alone (a stray) until the sweep puts it right.
+local function number(value)
+  if not value then return 0 end
+  if string.match(value, '^%-?%d+$') and #value <= 16 then return tonumber(value) end
+  return nil
+end
+-- A job's next version: above its last one, and never below Redis's clock in microseconds, so
+-- versions rise across a job's lives whatever the Job table has recorded yet, and again after
+-- Redis came back from an older snapshot. Below 2^53 (exact in Lua's numbers) until 2255;
+-- formatted as an integer (Lua would print 1.7e+15).
+local function next_version(last)
+  return string.format('%d', math.max((last or 0) + 1, now_us()))
+end
+-- At maxmemory with noeviction, Redis refuses a script's first write that may grow memory; once
+-- the script has written, the rest is let through (it cannot stop half-way). Scripts that keep
+-- work going when memory is full (renewals; the tracker's lock, so that the stream is trimmed)
+-- begin with this write, which changes nothing.
+local function keep_going()
+  redis.call('ZREM', P .. ':running', '')
+end
+local function refuse_bar(name)
+  if string.find(name, '|', 1, true) then
+    return error({err = "a worker name may not contain '|': " .. name})
+  end
 end
 -- body: v|signature|task|queue|priority|max_retries|...
 local function route(body)
@@ -50,7 +89,9 @@ local function event(...)
   if EVENTS then redis.call('XADD', EVENTS, '*', ...) end
 end
 local function bump(id)
-  return redis.call('HINCRBY', P .. ':ver', id, 1)
+  local ver = next_version(number(redis.call('HGET', P .. ':ver', id)))
+  redis.call('HSET', P .. ':ver', id, ver)
+  return ver
 end
 -- ``front``: a job given back unrun keeps its place; anything else joins the back.
 local function to_queue(id, ver, body, front)
@@ -76,8 +117,10 @@ local function to_queue(id, ver, body, front)
 end
 -- A queue entry: the job's id and the version it was queued at (false: an entry made before
 -- versions, a bare id, still the job's place); nil if it is no job's entry.
+local UUID = string.rep('%x', 8) .. '%-' .. string.rep('%x', 4) .. '%-' .. string.rep('%x', 4)
+  .. '%-' .. string.rep('%x', 4) .. '%-' .. string.rep('%x', 12)
 local function parse_entry(entry)
-  local id, ver = string.match(entry, '^([^:]+):(%d+)$')
+  local id, ver = string.match(entry, '^(' .. UUID .. '):(%d+)$')
   if id then return id, ver end
   if redis.call('HEXISTS', P .. ':ver', entry) == 0
      and redis.call('HEXISTS', P .. ':msg', entry) == 1 then
@@ -124,7 +167,11 @@ local function lose(id, why, head, tail, ttl, now)
   local worker, started = owner(id)
   drop_lease(id)
   local body = redis.call('HGET', P .. ':msg', id) or ''
-  local attempts = tonumber(redis.call('HGET', P .. ':attempts', id) or '0')
+  local attempts = number(redis.call('HGET', P .. ':attempts', id))
+  if attempts == nil then  -- written by hand: counted afresh
+    attempts = 0
+    redis.call('HSET', P .. ':attempts', id, 0)
+  end
   local ver = bump(id)
   if attempts > max_retries(body) and attempts >= 2 then
     local payload = cjson.encode({
@@ -140,15 +187,15 @@ local function lose(id, why, head, tail, ttl, now)
 end
 """
 
-# ARGV: P, then per message: id, body, run_at_ms (0: now), version floor, attempts.
+# ARGV: P, then per message: id, body, run_at_ms (0: now), attempts.
 # A job Redis holds or has finished is skipped (a retried send, an outbox relay, a re-send
 # after a loss). Returns the ids sent.
 ENQUEUE = """
 local now = now_ms()
 local sent, queued = {}, {}
-for i = 2, #ARGV, 5 do
+for i = 2, #ARGV, 4 do
   local id, body, run_at = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2])
-  local ver, attempts = tonumber(ARGV[i + 3]) + 1, tonumber(ARGV[i + 4])
+  local ver, attempts = next_version(0), tonumber(ARGV[i + 3])
   if redis.call('HEXISTS', P .. ':msg', id) == 0 and redis.call('EXISTS', P .. ':r:' .. id) == 0
   then
     redis.call('HSET', P .. ':msg', id, body)
@@ -177,6 +224,7 @@ return sent
 # Returns {id, body, attempts, token, ...} and the stray entries met: {messages, strays}.
 CLAIM = """
 local worker, limit, lease = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
+refuse_bar(worker)
 local replay = P .. ':claim:' .. ARGV[5]
 local previous = redis.call('GET', replay)
 if previous then
@@ -210,21 +258,27 @@ for i = 6, #ARGV do
     for _, entry in ipairs(entries) do
       local id, ver = parse_entry(entry)
       local body = id and redis.call('HGET', P .. ':msg', id)
-      if body and current(id, ver) then
+      -- Checked before anything is written: a script that fails half-way is not undone.
+      local runs = body and number(redis.call('HGET', P .. ':attempts', id))
+      local damaged = body and (runs == nil or number(redis.call('HGET', P .. ':ver', id)) == nil)
+      if body and not damaged and current(id, ver) then
         local token = bump(id)
         redis.call('ZADD', P .. ':running', now + lease, id)
         redis.call('HSET', P .. ':owner', id, worker .. '|' .. now)
         redis.call('ZREM', P .. ':canceled', id)
-        local attempts = redis.call('HINCRBY', P .. ':attempts', id, 1)
+        local attempts = runs + 1
+        redis.call('HSET', P .. ':attempts', id, attempts)
         started[#started + 1] = id .. ':' .. attempts .. ':' .. token
         out[#out + 1] = id
         out[#out + 1] = body
         out[#out + 1] = attempts
         out[#out + 1] = token
         limit = limit - 1
-      elseif not (id and (redis.call('HEXISTS', P .. ':ver', id) == 1
-                          or redis.call('EXISTS', P .. ':r:' .. id) == 1)) then
-        -- Not a job that moved on (those are skipped quietly): junk, or an id with no body.
+      elseif damaged or not (id and (ver or redis.call('HEXISTS', P .. ':ver', id) == 1
+                                    or redis.call('EXISTS', P .. ':r:' .. id) == 1)) then
+        -- Not a job's place it moved on from ("id:version" entries are skipped quietly, also
+        -- once the job is forgotten): junk, a bare id with no body, or a job whose attempts
+        -- or version are no number (the sweep puts it back once repaired).
         strays[#strays + 1] = entry
         redis.call('LPUSH', P .. ':strays', entry)
         redis.call('LTRIM', P .. ':strays', 0, 999)
@@ -251,6 +305,7 @@ return {out, strays}
 # ARGV: P, worker, result_ttl, then per outcome: id, token, status, run_at_ms, payload (JSON)
 FINISH = """
 local worker, ttl = ARGV[2], tonumber(ARGV[3])
+refuse_bar(worker)
 local now = now_ms()
 local done, notify = 0, false
 for i = 4, #ARGV, 5 do
@@ -259,7 +314,7 @@ for i = 4, #ARGV, 5 do
   if held(id, token) then
     drop_lease(id)
     local body = redis.call('HGET', P .. ':msg', id) or ''
-    local attempts = redis.call('HGET', P .. ':attempts', id) or '0'
+    local attempts = number(redis.call('HGET', P .. ':attempts', id)) or 0
     local ver = bump(id)
     if status == 'scheduled' then
       if run_at > now then
@@ -285,6 +340,7 @@ return done
 # ARGV: P, worker, lost ('' : never started), head, tail, result_ttl, then per lease: id, token
 RELEASE = """
 local why, head, tail, ttl = ARGV[3], ARGV[4], ARGV[5], tonumber(ARGV[6])
+refuse_bar(ARGV[2])
 local now = now_ms()
 local released, notify = 0, false
 for i = 7, #ARGV, 2 do
@@ -292,7 +348,8 @@ for i = 7, #ARGV, 2 do
   if held(id, token) then
     if why == '' then
       drop_lease(id)
-      local attempts = redis.call('HINCRBY', P .. ':attempts', id, -1)
+      local attempts = math.max((number(redis.call('HGET', P .. ':attempts', id)) or 1) - 1, 0)
+      redis.call('HSET', P .. ':attempts', id, attempts)
       local ver = bump(id)
       to_queue(id, ver, redis.call('HGET', P .. ':msg', id) or '', true)
       event('d', 'q|' .. id .. '|' .. attempts .. '|' .. ver)
@@ -308,6 +365,7 @@ return released
 
 # ARGV: P, lease_ms, then per lease: id, token. Returns the ids no longer held.
 RENEW = """
+keep_going()
 local until_ms = now_ms() + tonumber(ARGV[2])
 local gone = {}
 for i = 3, #ARGV, 2 do
@@ -348,20 +406,20 @@ if notify then redis.call('PUBLISH', P .. ':done', '') end
 return #ids
 """
 
-# ARGV: P, id, result_ttl, payload, version floor, in_outbox (0/1). Returns 1 if the job was
+# ARGV: P, id, result_ttl, payload, in_outbox (0/1). Returns 1 if the job was
 # waiting or running (or sent but not yet delivered), 0 if it has finished or is unknown.
 CANCEL = """
 local id, ttl, payload = ARGV[2], tonumber(ARGV[3]), ARGV[4]
 local body = redis.call('HGET', P .. ':msg', id)
 if not body then
-  if ARGV[6] ~= '1' or redis.call('EXISTS', P .. ':r:' .. id) == 1 then return 0 end
+  if ARGV[5] ~= '1' or redis.call('EXISTS', P .. ':r:' .. id) == 1 then return 0 end
   -- Still in the outbox: this outcome keeps any relay from delivering it.
-  local ver = tonumber(ARGV[5]) + 1
+  local ver = next_version(0)
   redis.call('SET', P .. ':r:' .. id, ver .. '|' .. payload, 'EX', math.max(ttl, 3600))
   event('d', 'c|' .. id .. '||' .. ver, 'p', payload)
   return 1
 end
-local attempts = redis.call('HGET', P .. ':attempts', id) or '0'
+local attempts = number(redis.call('HGET', P .. ':attempts', id)) or 0
 local now = now_ms()
 local ver = bump(id)
 if redis.call('ZSCORE', P .. ':running', id) then
@@ -379,24 +437,27 @@ redis.call('PUBLISH', P .. ':done', '')
 return 1
 """
 
-# ARGV: P, then per job: id, signed body (as first sent), version floor (the Job row's).
-# Only a job that failed or was canceled (or whose outcome has expired) and is not live goes
-# back; it starts afresh at the back of its queue. Returns the ids requeued.
+# ARGV: P, then per job: id, signed body (as first sent). Only a job that failed or was
+# canceled (or whose outcome has expired) and is not live goes back; it starts afresh at the back
+# of its queue, at a version above any it had (``next_version``: never one from the Job table,
+# which may lag). An outcome that cannot be read (written by hand) leaves its job alone.
+# Returns the ids requeued.
 REQUEUE = """
 local now = now_ms()
 local done = {}
-for i = 2, #ARGV, 3 do
-  local id, body, floor = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2])
+for i = 2, #ARGV, 2 do
+  local id, body = ARGV[i], ARGV[i + 1]
   if redis.call('HEXISTS', P .. ':msg', id) == 0 then
     local ended = redis.call('GET', P .. ':r:' .. id)
-    local ver, outcome = floor, nil
+    local last, outcome, readable = 0, nil, true
     if ended then
       local v, json = string.match(ended, '^(%d+)|(.*)$')
-      ver = math.max(ver, tonumber(v or '0'))
-      outcome = cjson.decode(json or ended).status
+      last = number(v) or 0
+      local ok, data = pcall(cjson.decode, json or ended)
+      if ok and type(data) == 'table' then outcome = data.status else readable = false end
     end
-    if outcome == nil or outcome == 'failed' or outcome == 'canceled' then
-      ver = ver + 1
+    if readable and (outcome == nil or outcome == 'failed' or outcome == 'canceled') then
+      local ver = next_version(last)
       redis.call('HSET', P .. ':msg', id, body)
       redis.call('HSET', P .. ':ver', id, ver)
       redis.call('HDEL', P .. ':attempts', id)
@@ -457,8 +518,62 @@ if #purged > 0 then event('d', 'x|' .. table.concat(purged, ',')) end
 return {#purged, cursor, redis.call('EXISTS', levels)}
 """
 
+# ARGV: P, cursor (of HSCAN over P:msg), count, longest queue searched.
+# A job Redis holds that is in no queue, not running and not scheduled (its entry was lost: a
+# hand-written value made a claim skip it, a list edited by hand) goes back to the back of its
+# queue at a new version; a forged attempts count is reset first. A job whose queue is longer
+# than the limit is not searched for (that would block Redis). Returns {cursor, {id, why, ...}}.
+SWEEP = """
+local scan = redis.call('HSCAN', P .. ':msg', ARGV[2], 'COUNT', tonumber(ARGV[3]))
+local longest = tonumber(ARGV[4])
+local found = {}
+local fields = scan[2]
+for i = 1, #fields, 2 do
+  local id, body = fields[i], fields[i + 1]
+  local live = redis.call('ZSCORE', P .. ':running', id)
+    or redis.call('ZSCORE', P .. ':scheduled', id)
+  if not live then
+    local why = nil
+    local stored = redis.call('HGET', P .. ':ver', id)
+    if number(redis.call('HGET', P .. ':attempts', id)) == nil then
+      redis.call('HSET', P .. ':attempts', id, 0)
+      why = 'attempts not a number'
+    elseif stored and number(stored) == nil then
+      why = 'version not a number'
+    else
+      local queue, priority = route(body)
+      if queue then
+        local key = P .. ':q:' .. queue .. ':' .. priority
+        if redis.call('LLEN', key) <= longest
+           and not redis.call('LPOS', key, id .. ':' .. (stored or ''))
+           and not redis.call('LPOS', key, id) then
+          why = 'in no queue'
+        end
+      end
+    end
+    if why then
+      local ver = bump(id)
+      if to_queue(id, ver, body, false) then
+        local attempts = number(redis.call('HGET', P .. ':attempts', id)) or 0
+        event('d', 'q|' .. id .. '|' .. attempts .. '|' .. ver)
+        found[#found + 1] = id
+        found[#found + 1] = why
+      end
+    end
+  end
+end
+return {scan[1], found}
+"""
+
 # Locks (tracking's, the relay's): a token each holder draws; only the holder extends or frees
-# its lock. ARGV: P, name, token, lock_ms
+# its lock. ARGV: P, name, token, lock_ms. Returns 1 if taken.
+LOCK = """
+keep_going()
+if redis.call('SET', P .. ':' .. ARGV[2], ARGV[3], 'NX', 'PX', ARGV[4]) then return 1 end
+return 0
+"""
+
+# ARGV: P, name, token, lock_ms
 EXTEND = """
 if redis.call('GET', P .. ':' .. ARGV[2]) ~= ARGV[3] then return 0 end
 redis.call('PEXPIRE', P .. ':' .. ARGV[2], ARGV[4])

@@ -17,7 +17,15 @@ from datetime import UTC, datetime
 from functools import cache
 from typing import Any
 
-from django.db import DataError, IntegrityError, connections, router, transaction
+from django.db import (
+    DatabaseError,
+    DataError,
+    IntegrityError,
+    InterfaceError,
+    connections,
+    router,
+    transaction,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -128,25 +136,38 @@ def write_changes(changes: Changes) -> None:
         for job_id, columns in group.items():
             fit(job_id, columns)
     connection = connections[router.db_for_write(Job)]
-    # Refusals of a value (not of the connection), from Django or the driver itself (COPY).
+    # A refusal of some value (from Django or the driver itself, COPY; or Python's, adapting a
+    # value): row by row. Any other database error (the connection, a lock or statement timeout,
+    # a missing table) is the database's: the batch waits for the next round, nothing skipped.
     driver: Any = connection.Database  # type: ignore[attr-defined]
     refused = (DataError, IntegrityError, driver.DataError, driver.IntegrityError)
+    unavailable = (DatabaseError, InterfaceError, driver.DatabaseError, driver.InterfaceError)
     try:
         with transaction.atomic(using=connection.alias):
             write_all(connection, changes)
-    except refused:
-        for job_id in {*changes.rows, *changes.missing, *changes.patches, *changes.deletes}:
-            one = Changes(
-                rows=pick(changes.rows, job_id),
-                patches=pick(changes.patches, job_id),
-                missing=pick(changes.missing, job_id),
-                deletes={job_id: changes.deletes[job_id]} if job_id in changes.deletes else {},
-            )
-            try:
-                with transaction.atomic(using=connection.alias):
-                    write_all(connection, one)
-            except refused as exc:
-                logger.warning("job=%s state=untrackable error=%s (skipped)", job_id, exc)
+        return
+    except refused as exc:
+        logger.info("state=batch-refused rows=%s error=%r (row by row)", len(changes), exc)
+    except unavailable:
+        raise
+    except Exception as exc:  # a value Python could not adapt
+        logger.info("state=batch-refused rows=%s error=%r (row by row)", len(changes), exc)
+    for job_id in {*changes.rows, *changes.missing, *changes.patches, *changes.deletes}:
+        one = Changes(
+            rows=pick(changes.rows, job_id),
+            patches=pick(changes.patches, job_id),
+            missing=pick(changes.missing, job_id),
+            deletes={job_id: changes.deletes[job_id]} if job_id in changes.deletes else {},
+        )
+        try:
+            with transaction.atomic(using=connection.alias):
+                write_all(connection, one)
+        except refused as exc:
+            logger.warning("job=%s state=untrackable error=%r (skipped)", job_id, exc)
+        except unavailable:
+            raise
+        except Exception as exc:
+            logger.warning("job=%s state=untrackable error=%r (skipped)", job_id, exc)
 
 
 def pick(group: dict[str, Row], job_id: str) -> dict[str, Row]:

@@ -44,8 +44,32 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 
+MAX_VERSION = 2**63 - 1  # the Job table's bigint
+MAX_MS = 253402300799999  # the last millisecond of year 9999 (Python's datetime)
+
+
+def whole(value: str, low: int = 0, high: int = MAX_VERSION) -> int:
+    """``value`` as an integer within ``low..high`` (what Redis holds may have been written by
+    hand); ValueError otherwise."""
+    if not value.isascii() or not value.lstrip("-").isdigit() or len(value) > 20:
+        raise ValueError(f"not a whole number: {value[:40]!r}")
+    number = int(value)
+    if not low <= number <= high:
+        raise ValueError(f"{number} out of range {low}..{high}")
+    return number
+
+
+def version(value: str) -> int:
+    return whole(value, 1)
+
+
 def from_ms(value: str) -> datetime:
-    return datetime.fromtimestamp(int(value) / 1000, UTC)
+    return datetime.fromtimestamp(whole(value, 0, MAX_MS) / 1000, UTC)
+
+
+def counted(value: str) -> str:
+    """Attempts ("" if the event does not say), checked."""
+    return str(whole(value, 0, 2**31 - 1)) if value else ""
 
 
 @dataclass
@@ -60,40 +84,75 @@ class Event:
 
 
 def parse(entry: dict[str, str]) -> list[Event]:
-    """A stream entry's events, one per job (jobs sent or claimed together share an entry)."""
+    """A stream entry's events, one per job (jobs sent or claimed together share an entry).
+    Every field is checked here (numbers in the table's range, times in Python's, outcomes
+    a JSON object of texts), so what is folded cannot fail on the values; free text (a worker's
+    name) is taken last, so no '|' in it can shift the fields after it. ValueError if the
+    entry is malformed."""
     kind, _, rest = entry["d"].partition("|")
     if kind == "e":
         jobs, _, run_at = rest.partition("|")
+        if run_at:
+            from_ms(run_at)
         out = []
         for job in jobs.split(","):
-            job_id, version, attempts = [*job.split(":"), ""][:3]
-            data = {"run_at": run_at, "attempts": attempts}
-            out.append(Event("e", job_id, int(version), data))
+            job_id, number, attempts = [*job.split(":"), ""][:3]
+            data = {"run_at": run_at, "attempts": counted(attempts)}
+            out.append(Event("e", job_id, version(number), data))
         return out
     if kind == "s":
         jobs, started, worker = rest.split("|", 2)
-        return [
-            Event("s", job_id, int(token), {"attempts": n, "started": started, "worker": worker})
-            for job_id, n, token in (job.split(":") for job in jobs.split(","))
-        ]
+        from_ms(started)
+        out = []
+        for job in jobs.split(","):
+            job_id, n, token = job.split(":")
+            data = {"attempts": counted(n), "started": started, "worker": worker}
+            out.append(Event("s", job_id, version(token), data))
+        return out
     if kind == "x":
         return [
-            Event("x", job_id, int(version))
-            for job_id, version in (job.split(":") for job in rest.split(","))
+            Event("x", job_id, version(number))
+            for job_id, number in (job.split(":") for job in rest.split(","))
         ]
     if kind == "f":
-        job_id, status, attempts, worker, version = rest.split("|", 4)
-        data = {"status": status, "attempts": attempts, "worker": worker}
-        return [Event("f", job_id, int(version), {**data, "p": entry["p"], "b": entry["b"]})]
+        # f|id|status|attempts|worker|version: the worker between, split from both ends.
+        job_id, status, attempts, tail = rest.split("|", 3)
+        worker, number = tail.rsplit("|", 1)
+        data = {"status": status, "attempts": counted(attempts), "worker": worker}
+        data.update(p=checked_payload(entry["p"]), b=entry["b"])
+        return [Event("f", job_id, version(number), data)]
     if kind in ("q", "c"):
-        job_id, attempts, version = rest.split("|")
-        data = {"attempts": attempts, "p": entry.get("p", ""), "b": entry.get("b", "")}
+        job_id, attempts, number = rest.split("|")
+        data = {"attempts": counted(attempts), "b": entry.get("b", "")}
+        data["p"] = checked_payload(entry["p"]) if kind == "c" else ""
         data["error"] = entry.get("e", "")
-        return [Event(kind, job_id, int(version), data)]
+        return [Event(kind, job_id, version(number), data)]
     if kind == "r":
-        job_id, version, now = rest.split("|")
-        return [Event("r", job_id, int(version), {"now": now, "b": entry["b"]})]
+        job_id, number, now = rest.split("|")
+        from_ms(now)
+        return [Event("r", job_id, version(number), {"now": now, "b": entry["b"]})]
     raise ValueError(f"unknown kind {kind!r}")
+
+
+def checked_payload(text: str) -> str:
+    """An outcome's JSON, checked as ``outcome`` reads it: an object; its texts text or null;
+    its times ISO texts or milliseconds within Python's range."""
+    data = json.loads(text)
+    if not isinstance(data, dict):
+        raise ValueError("the outcome is not a JSON object")
+    for key in ("status", "result", "error", "traceback", "started_at", "ended_at", "run_at"):
+        if not isinstance(data.get(key), str | None):
+            raise ValueError(f"the outcome's {key} is not text")
+    for key in ("started", "ended", "run"):
+        stamp = data.get(f"{key}_ms")
+        if stamp is not None and (
+            not isinstance(stamp, int) or isinstance(stamp, bool) or not 0 <= stamp <= MAX_MS
+        ):
+            raise ValueError(f"the outcome's {key}_ms is out of range")
+        moment(data, key)  # ValueError if an ISO time does not parse
+    if not isinstance(data.get("status"), str):
+        raise ValueError("the outcome has no status")
+    return text
 
 
 def outcome(payload: dict[str, Any]) -> Row:
@@ -136,9 +195,10 @@ class Tracker:
             try:
                 event.job_id = canonical_job_id(event.job_id)
                 self.fold(event, changes)
-            except (KeyError, ValueError, TypeError) as exc:
-                # Only what Redis holds can be malformed here; the job itself is unaffected.
-                logger.warning("state=untrackable event=%r error=%s", event, exc)
+            except Exception as exc:
+                # Only what Redis holds can be malformed here (parse checks what it can); one
+                # event never stops the others. The job itself is unaffected in Redis.
+                logger.warning("state=untrackable event=%r error=%r (skipped)", event, exc)
         if changes:
             write_changes(changes)
         return len(changes)
@@ -233,7 +293,7 @@ class Tracking:
         deadline = time.monotonic() + budget
         token = uuid.uuid4().hex
         try:
-            if not transport.client.set(transport.key("tracker"), token, nx=True, px=self.LOCK_MS):
+            if not transport.run("LOCK", "tracker", token, self.LOCK_MS):
                 return False
             try:
                 return self.fold_until(token, deadline)
@@ -258,8 +318,13 @@ class Tracking:
                 entry = {text(k): text(v) for k, v in values.items()}
                 try:
                     events.extend(parse(entry))
-                except (KeyError, ValueError, TypeError) as exc:
-                    logger.warning("state=untrackable entry=%r error=%s", entry, exc)
+                except Exception as exc:
+                    logger.warning(
+                        "state=untrackable entry=%s d=%r error=%r (skipped)",
+                        text(entry_id),
+                        entry.get("d", "")[:200],
+                        exc,
+                    )
                 last = text(entry_id)
                 if len(events) >= self.BATCH:
                     if not self.commit(events, token, last):
