@@ -3,7 +3,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("jobqueue", "0007_core"),  # renumbered on merge
+        ("jobqueue", "0007_claim_order_and_worker_replacements"),
     ]
 
     operations = [

@@ -8,7 +8,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('jobqueue', '0007_redis'),  # renumbered on merge
+        ('jobqueue', '0008_job_body_and_resent'),
     ]
 
     operations = [
