@@ -55,6 +55,12 @@ class SlotHeader(ctypes.Structure):
     ]
 
 
+def clip(text: str, size: int) -> bytes:
+    """At most ``size`` bytes of ``text`` in UTF-8, cut on a character's boundary (a character
+    cut in two would not decode in the supervisor)."""
+    return text.encode()[:size].decode(errors="ignore").encode()
+
+
 def encode_outcome(outcome: Outcome) -> bytes:
     """One outcome as a line of JSON (never pickle: the supervisor only reads data)."""
     return (
@@ -162,7 +168,7 @@ class Slot:
                 return False
             entry.state = RUNNING
             h = self.header
-            h.task = message.task.encode()[:200]
+            h.task = clip(message.task, 200)
             h.attempts = message.attempts
             h.max_retries = message.max_retries
             h.started = now
@@ -208,7 +214,7 @@ class Slot:
                     self._forget(job_id)
 
     def retire(self, reason: str) -> None:
-        self.header.recycled = reason.encode()[:100]
+        self.header.recycled = clip(reason, 100)
 
     def mark_finished(self) -> None:
         self.header.finished = 1
@@ -244,7 +250,7 @@ class Slot:
         return {
             "job_id": entry.job_id.decode(),
             "token": entry.token,
-            "task": h.task.decode(),
+            "task": h.task.decode(errors="replace"),
             "attempts": h.attempts,
             "max_retries": h.max_retries,
             "started": h.started,
@@ -270,7 +276,9 @@ class Slot:
         outcomes = decode_outcomes(bytes(self.buffer[: h.buffered]))
         acked = {o.job_id for o in outcomes}
         remains = Remains(
-            outcomes=outcomes, recycled=h.recycled.decode(), finished=bool(h.finished)
+            outcomes=outcomes,
+            recycled=h.recycled.decode(errors="replace"),
+            finished=bool(h.finished),
         )
         for entry in self.entries:
             lease = Lease(entry.job_id.decode(), entry.token)

@@ -94,3 +94,18 @@ def test_the_running_job_and_its_deadline_are_visible():
     assert abs(current["deadline"] - current["started"] - 2.5) < 1e-6
     slot.finished(m, encode_outcome(outcome(m)))
     assert slot.current() is None
+
+
+def test_a_long_non_ascii_task_name_is_cut_on_a_character_boundary():
+    """200 bytes of the name are kept; a cut inside a character would not decode."""
+    slot = Slot(CONTEXT, 2)
+    name = "t.t\u00e2che." + "\u00e9" * 120
+    m = Message(task=name, arguments="{}", queue="q", id=message(1).id, token=1)
+    assert len(name.encode()[:200].decode(errors="ignore").encode()) < 200  # it is cut inside
+    slot.claimed([m])
+    assert slot.begin(m)
+    current = slot.current()
+    assert current is not None
+    assert name.startswith(current["task"]) and len(current["task"].encode()) == 199
+    slot.retire("recycled: " + "\u00e9" * 60)
+    assert slot.remains().recycled.startswith("recycled: \u00e9")
