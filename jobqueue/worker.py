@@ -30,7 +30,14 @@ from django.utils import timezone
 from jobqueue.brokers import get_broker, reset_broker
 from jobqueue.brokers.base import Outcome
 from jobqueue.conf import get_settings
-from jobqueue.consumer import UNREACHABLE, Consumer
+from jobqueue.consumer import (
+    REFUSED,
+    UNREACHABLE,
+    Consumer,
+    finish_each,
+    refused_outcome,
+    unreachable,
+)
 from jobqueue.execution import failure
 from jobqueue.message import Message
 from jobqueue.scheduler import Scheduler
@@ -324,28 +331,50 @@ class Supervisor:
 
     def settle(self) -> None:
         """Tell the broker what became of the jobs of children that are gone. Every step is
-        fenced by tokens, so trying a settlement again after a failure changes nothing twice."""
-        from jobqueue.models import Worker
-
+        fenced by tokens, so trying a settlement again after a failure changes nothing twice.
+        An outage leaves the settlement for later; anything else (an outcome refused for its
+        data, a bug) is logged, its outcomes are stored as plain failures, and the settlement
+        is dropped: it never stops the supervisor."""
         while self.pending:
             s = self.pending[0]
-            if s.remains.outcomes:
-                self.broker.finish(s.child, s.remains.outcomes)
-            for outcome in s.decided:  # after the child's own: a finished run keeps its outcome
-                self.broker.finish(s.child, [outcome])
-            if s.remains.unstarted:
-                self.broker.release(s.child, s.remains.unstarted)
-            if s.remains.ran:
-                self.broker.release(s.child, s.remains.ran, lost=s.lost)
-            if self.burst and (s.remains.unstarted or s.remains.ran):
-                self.rejoin_burst()
-            if s.why:
-                Worker.objects.filter(name=s.child).update(
-                    replacements=F("replacements") + 1,
-                    replaced_at=timezone.now(),
-                    replaced_because=s.why[:200],
-                )
+            try:
+                self.apply(s)
+            except Exception as exc:
+                if unreachable(exc):
+                    raise
+                logger.exception("worker=%s state=settle-failed", s.child)
+                try:
+                    plain = [refused_outcome(o, exc) for o in [*s.remains.outcomes, *s.decided]]
+                    finish_each(self.broker, s.child, plain)
+                except Exception as again:
+                    if unreachable(again):
+                        raise
+                    logger.exception("worker=%s state=settlement-dropped", s.child)
             self.pending.pop(0)
+
+    def apply(self, s: Settlement) -> None:
+        from jobqueue.models import Worker
+
+        if s.remains.outcomes:
+            try:
+                self.broker.finish(s.child, s.remains.outcomes)
+            except REFUSED as exc:
+                logger.error("worker=%s state=batch-refused error=%r", s.child, exc)
+                finish_each(self.broker, s.child, s.remains.outcomes)
+        for outcome in s.decided:  # after the child's own: a finished run keeps its outcome
+            self.broker.finish(s.child, [outcome])
+        if s.remains.unstarted:
+            self.broker.release(s.child, s.remains.unstarted)
+        if s.remains.ran:
+            self.broker.release(s.child, s.remains.ran, lost=s.lost)
+        if self.burst and (s.remains.unstarted or s.remains.ran):
+            self.rejoin_burst()
+        if s.why:
+            Worker.objects.filter(name=s.child).update(
+                replacements=F("replacements") + 1,
+                replaced_at=timezone.now(),
+                replaced_because=s.why[:200],
+            )
 
     def rejoin_burst(self) -> None:
         """Jobs given back after a burst's children had found nothing left: run them too."""
