@@ -12,8 +12,11 @@ raised only once the outcome's bytes are in place.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import json
+import os
+import signal
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -257,6 +260,21 @@ class Slot:
             "started_wall": h.started_wall,
             "deadline": h.deadline,
         }
+
+    def kill_if_running(self, pid: int, job_id: str, token: int) -> bool:
+        """SIGKILL the child ``pid`` if it still runs ``job_id`` under ``token``, the job the
+        caller decided on; False if it has moved on (or holds its lock too long: try later).
+        The kill is sent holding the lock that the child's ``finished`` takes, so the child
+        cannot finish that job and start another in between."""
+        with self._locked(LOCK_TIMEOUT) as taken:
+            if not taken:
+                return False
+            current = self._current()
+            if current is None or (current["job_id"], current["token"]) != (job_id, token):
+                return False
+            with contextlib.suppress(ProcessLookupError):  # dead already: reaped all the same
+                os.kill(pid, signal.SIGKILL)
+            return True
 
     @property
     def jobs_done(self) -> int:

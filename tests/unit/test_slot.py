@@ -109,3 +109,31 @@ def test_a_long_non_ascii_task_name_is_cut_on_a_character_boundary():
     assert name.startswith(current["task"]) and len(current["task"].encode()) == 199
     slot.retire("recycled: " + "\u00e9" * 60)
     assert slot.remains().recycled.startswith("recycled: \u00e9")
+
+
+def test_a_kill_decided_for_a_job_spares_the_child_once_it_has_moved_on():
+    """The supervisor reads the running job, decides (a timeout; a cancel or a lost lease after
+    a broker round trip), then kills: the kill hits only if the child still runs that job
+    under that token, checked and sent under the lock the child needs to finish a job."""
+    import signal
+    import subprocess
+
+    slot = Slot(CONTEXT, 4)
+    first, second = message(1, token=5), message(2, token=6)
+    slot.claimed([first, second])
+    assert slot.begin(first)
+    decided = slot.current()
+    assert decided is not None
+    # Meanwhile the child finishes the job and starts the next one.
+    slot.finished(first, encode_outcome(outcome(first)))
+    assert slot.begin(second)
+    child = subprocess.Popen(["sleep", "60"])
+    try:
+        assert not slot.kill_if_running(child.pid, decided["job_id"], decided["token"])
+        assert not slot.kill_if_running(child.pid, second.id, 99)  # same job, stale token
+        assert child.poll() is None  # spared
+        assert slot.kill_if_running(child.pid, second.id, 6)
+        assert child.wait(timeout=10) == -signal.SIGKILL
+    finally:
+        child.kill()
+        child.wait()
