@@ -118,7 +118,8 @@ def failure(
             backoff = registry.get_task(task_name).backoff(message)
         except UnknownTask:
             backoff = 1.0
-        run_at = now + timedelta(seconds=retry_delay(backoff, attempts))
+        delay = retry_delay(backoff, attempts)
+        run_at = now + timedelta(seconds=delay)
         logger.info(
             "job=%s task=%s state=retry attempt=%s error=%s", job_id, task_name, attempts, error
         )
@@ -131,6 +132,7 @@ def failure(
             traceback=tb,
             run_at=run_at,
             token=token,
+            delay=delay,
         )
     logger.warning(
         "job=%s task=%s state=failed attempts=%s error=%s", job_id, task_name, attempts, error

@@ -78,6 +78,7 @@ def encode_outcome(outcome: Outcome) -> bytes:
                 "traceback": outcome.traceback,
                 "run_at": outcome.run_at.isoformat() if outcome.run_at else None,
                 "token": outcome.token,
+                "delay": outcome.delay,
             },
             separators=(",", ":"),
         ).encode()
@@ -100,6 +101,7 @@ def decode_outcomes(data: bytes) -> list[Outcome]:
                 traceback=d["traceback"],
                 run_at=datetime.fromisoformat(d["run_at"]) if d["run_at"] else None,
                 token=d["token"],
+                delay=d.get("delay"),
             )
         )
     return outcomes
