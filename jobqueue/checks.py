@@ -17,6 +17,7 @@ def register() -> None:
     checks.register(check_tasks, "jobqueue")
     checks.register(check_schedules, "jobqueue")
     checks.register(check_broker_durability, "jobqueue", deploy=True)
+    checks.register(check_database_clock, "jobqueue")
 
 
 def check_broker_durability(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
@@ -36,6 +37,38 @@ def check_broker_durability(app_configs: Any = None, **kwargs: Any) -> list[chec
             )
         ]
     return [checks.Warning(f"Broker: {text}", id="jobqueue.W001") for text in warnings]
+
+
+def check_database_clock(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
+    """The database broker compares times Django wrote with SQLite's clock, which is UTC; with
+    USE_TZ = False Django writes local times, so every lease and due time would be off by the
+    zone's offset (jobs run hours early or late, live leases expire)."""
+    from django.conf import settings
+    from django.db import connections
+
+    from jobqueue.brokers import load_broker_class
+    from jobqueue.brokers.database import DatabaseBroker
+
+    if settings.USE_TZ or settings.TIME_ZONE in (None, "UTC"):
+        return []
+    user = getattr(settings, "JOBQUEUE", None) or {}
+    try:
+        broker = load_broker_class(user.get("BROKER", {}).get("BACKEND", DEFAULT_BROKER))
+    except (ConfigurationError, AttributeError):
+        return []  # check_settings reports why
+    if not issubclass(broker, DatabaseBroker):
+        return []
+    if connections[broker.db_alias()].vendor != "sqlite":
+        return []
+    return [
+        checks.Error(
+            f"The database broker on SQLite needs USE_TZ = True or TIME_ZONE = 'UTC' "
+            f"(TIME_ZONE is {settings.TIME_ZONE!r} with USE_TZ = False): SQLite's clock is "
+            "UTC, so leases and due times would be off by the zone's offset.",
+            hint="Set USE_TZ = True (Django's default), or TIME_ZONE = 'UTC'.",
+            id="jobqueue.E011",
+        )
+    ]
 
 
 # The check id of each key's problems (see conf.problems), in the order they were numbered.

@@ -15,7 +15,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from django.db import DatabaseError, close_old_connections
+from django.db import DatabaseError, DataError, IntegrityError, connections
 
 from jobqueue.brokers.base import Broker, Outcome
 from jobqueue.conf import get_settings
@@ -23,12 +23,52 @@ from jobqueue.exceptions import BrokerError
 from jobqueue.execution import execute
 from jobqueue.message import Message
 from jobqueue.slot import Slot, encode_outcome
+from jobqueue.states import JobStatus
 
 logger = logging.getLogger(__name__)
 
 ACK_DELAY = 0.05  # seconds a finished job may wait for its batch's ack
 BATCH_TIME = 0.05  # a batch that runs faster than this may grow
 UNREACHABLE = (DatabaseError, BrokerError)
+# What a database or broker refuses for the data it was given, not for being away: retrying
+# would be refused again for ever.
+REFUSED = (DataError, IntegrityError, ValueError)
+
+
+def unreachable(exc: BaseException) -> bool:
+    return isinstance(exc, UNREACHABLE) and not isinstance(exc, REFUSED)
+
+
+def refused_outcome(outcome: Outcome, exc: BaseException) -> Outcome:
+    """A plain failure in place of an outcome the broker refused to store."""
+    return Outcome(
+        outcome.job_id,
+        JobStatus.FAILED,
+        outcome.started_at,
+        outcome.ended_at,
+        error=f"OutcomeRefused: the broker refused to store this job's outcome "
+        f"({type(exc).__name__})",
+        token=outcome.token,
+    )
+
+
+def finish_each(broker: Broker, worker: str, outcomes: Sequence[Outcome]) -> int:
+    """Finish outcomes one by one after their batch was refused for its data: the one refused
+    fails with a plain error instead, so the others are stored and no job waits for ever."""
+    taken = 0
+    for outcome in outcomes:
+        try:
+            taken += broker.finish(worker, [outcome])
+        except REFUSED as exc:
+            logger.error(
+                "worker=%s job=%s state=outcome-refused error=%r", worker, outcome.job_id, exc
+            )
+            try:
+                taken += broker.finish(worker, [refused_outcome(outcome, exc)])
+            except REFUSED:
+                # Its lease is no longer renewed: recovery counts the run as lost.
+                logger.exception("worker=%s job=%s state=outcome-dropped", worker, outcome.job_id)
+    return taken
 
 
 def rss_megabytes() -> float:
@@ -66,6 +106,7 @@ class Consumer:
         self.batch_size = 1
         self.next_promotion = 0.0
         self.retiring = ""
+        self.pid = os.getpid()
 
     def run(self) -> None:
         """Loop until told to stop, until retired (max-jobs, max-memory) or, in burst mode,
@@ -79,6 +120,8 @@ class Consumer:
                     break
                 failures = 0
             except UNREACHABLE as exc:
+                if not unreachable(exc):
+                    raise  # a bug: this child ends, and its supervisor replaces it
                 failures += 1
                 delay = min(0.25 * 2**failures, 10.0)
                 logger.error(
@@ -99,7 +142,9 @@ class Consumer:
             logger.exception("worker=%s state=stopping-unacked", self.name)
 
     def reconnect(self) -> None:
-        close_old_connections()
+        # Every connection, not only those Django finds unusable: on SQLite is_usable() is
+        # always True, even for a connection a task closed under Django's feet.
+        connections.close_all()
         self.broker.close()
 
     def step(self) -> bool:
@@ -141,6 +186,10 @@ class Consumer:
             if not self.slot.begin(message):
                 continue  # dropped by the supervisor: canceled, or no longer this child's
             outcome = execute(message)
+            if os.getpid() != self.pid:
+                # A copy of this process that the task forked and that returned from it: it
+                # must not go on as a second consumer of this child's slot and leases.
+                os._exit(0)
             self.record(message, outcome)
             self.check_limits()
 
@@ -184,7 +233,11 @@ class Consumer:
 
     def flush(self) -> None:
         if self.pending:
-            taken = self.broker.finish(self.name, self.pending)
+            try:
+                taken = self.broker.finish(self.name, self.pending)
+            except REFUSED as exc:
+                logger.error("worker=%s state=batch-refused error=%r", self.name, exc)
+                taken = finish_each(self.broker, self.name, self.pending)
             if taken < len(self.pending):
                 # Their jobs were canceled, or handed to another worker after this one stopped
                 # renewing their leases (a pause past LEASE_TIMEOUT): the other run counts.

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import os
 import random
 import traceback
 from collections.abc import Callable
@@ -12,7 +13,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from asgiref.sync import async_to_sync
-from django.db import close_old_connections
+from django.db import close_old_connections, connections
 from django.utils import timezone
 
 from jobqueue import registry
@@ -38,8 +39,23 @@ def decode_arguments(text: str) -> tuple[list[Any], dict[str, Any]]:
     return payload["args"], payload["kwargs"]
 
 
+def storable(text: str) -> str:
+    """``text`` as every database and broker stores it: NUL (refused by PostgreSQL) written as
+    ``\\x00``, and lone surrogates (from ``surrogateescape``, refused by any UTF-8 encoder) as
+    ``\\udce9``, so an outcome is never refused for its text."""
+    if "\x00" in text:
+        text = text.replace("\x00", "\\x00")
+    if text.isascii():
+        return text
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def describe(exc: BaseException) -> str:
-    return f"{type(exc).__module__}.{type(exc).__qualname__}: {exc}".removeprefix("builtins.")
+    try:
+        text = f"{type(exc).__module__}.{type(exc).__qualname__}: {exc}"
+    except Exception:  # a __str__ that raises: the failure is still described
+        text = f"{type(exc).__module__}.{type(exc).__qualname__}: <unprintable>"
+    return storable(text.removeprefix("builtins."))
 
 
 def call(func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
@@ -49,6 +65,39 @@ def call(func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     if inspect.iscoroutinefunction(func):
         return async_to_sync(func)(*args, **kwargs)
     return func(*args, **kwargs)
+
+
+def in_transaction(raw: Any) -> bool:
+    """Whether a driver connection has a transaction open (sqlite3, psycopg 3, psycopg2)."""
+    if isinstance(getattr(raw, "in_transaction", None), bool):
+        return bool(raw.in_transaction)  # sqlite3
+    status = getattr(getattr(raw, "info", None), "transaction_status", None)
+    if status is None and callable(getattr(raw, "get_transaction_status", None)):
+        status = raw.get_transaction_status()  # psycopg2
+    return status is not None and int(status) != 0  # 0: idle, in both psycopgs
+
+
+def end_open_transactions(message: Message) -> None:
+    """A task that began a transaction by hand and never ended it would hold its locks and
+    swallow every later write of this process (the next jobs', the broker's): such a
+    connection is closed, which rolls the transaction back. So is one the task broke (closed
+    under Django's feet), which Django may take for usable."""
+    for conn in connections.all(initialized_only=True):
+        if conn.connection is None or conn.in_atomic_block:
+            continue
+        try:
+            state = "transaction-left-open" if in_transaction(conn.connection) else ""
+        except Exception:  # the driver refuses to answer: the task broke the connection
+            state = "connection-broken"
+        if state:
+            logger.warning(
+                "job=%s task=%s state=%s database=%s (closed)",
+                message.id,
+                message.task,
+                state,
+                conn.alias,
+            )
+            conn.close()
 
 
 def retry_delay(backoff: float, attempt: int) -> float:
@@ -69,7 +118,8 @@ def failure(
             backoff = registry.get_task(task_name).backoff(message)
         except UnknownTask:
             backoff = 1.0
-        run_at = now + timedelta(seconds=retry_delay(backoff, attempts))
+        delay = retry_delay(backoff, attempts)
+        run_at = now + timedelta(seconds=delay)
         logger.info(
             "job=%s task=%s state=retry attempt=%s error=%s", job_id, task_name, attempts, error
         )
@@ -82,6 +132,7 @@ def failure(
             traceback=tb,
             run_at=run_at,
             token=token,
+            delay=delay,
         )
     logger.warning(
         "job=%s task=%s state=failed attempts=%s error=%s", job_id, task_name, attempts, error
@@ -105,6 +156,7 @@ def execute(message: Message) -> Outcome:
         # Bad input stays bad: retrying would change nothing.
         return failure(message, started_at, describe(exc), retryable=False)
     close_old_connections()
+    pid = os.getpid()
     try:
         value = task.run(message, args, kwargs)
         try:
@@ -113,15 +165,17 @@ def execute(message: Message) -> Outcome:
             # It ran and returned what cannot be stored: a retry would only run it again.
             return failure(message, started_at, describe(exc), retryable=False)
     except BaseException as exc:
-        return failure(message, started_at, describe(exc), traceback.format_exc())
+        return failure(message, started_at, describe(exc), storable(traceback.format_exc()))
     finally:
-        close_old_connections()
+        if os.getpid() == pid:  # a copy the task forked must not touch the shared connections
+            end_open_transactions(message)
+            close_old_connections()
     logger.debug("job=%s task=%s state=succeeded", message.id, message.task)
     return Outcome(
         message.id,
         JobStatus.SUCCEEDED,
         started_at,
         timezone.now(),
-        result=result,
+        result=storable(result),
         token=message.token,
     )

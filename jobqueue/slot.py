@@ -12,8 +12,11 @@ raised only once the outcome's bytes are in place.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import json
+import os
+import signal
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -55,6 +58,12 @@ class SlotHeader(ctypes.Structure):
     ]
 
 
+def clip(text: str, size: int) -> bytes:
+    """At most ``size`` bytes of ``text`` in UTF-8, cut on a character's boundary (a character
+    cut in two would not decode in the supervisor)."""
+    return text.encode()[:size].decode(errors="ignore").encode()
+
+
 def encode_outcome(outcome: Outcome) -> bytes:
     """One outcome as a line of JSON (never pickle: the supervisor only reads data)."""
     return (
@@ -69,6 +78,7 @@ def encode_outcome(outcome: Outcome) -> bytes:
                 "traceback": outcome.traceback,
                 "run_at": outcome.run_at.isoformat() if outcome.run_at else None,
                 "token": outcome.token,
+                "delay": outcome.delay,
             },
             separators=(",", ":"),
         ).encode()
@@ -91,6 +101,7 @@ def decode_outcomes(data: bytes) -> list[Outcome]:
                 traceback=d["traceback"],
                 run_at=datetime.fromisoformat(d["run_at"]) if d["run_at"] else None,
                 token=d["token"],
+                delay=d.get("delay"),
             )
         )
     return outcomes
@@ -162,7 +173,7 @@ class Slot:
                 return False
             entry.state = RUNNING
             h = self.header
-            h.task = message.task.encode()[:200]
+            h.task = clip(message.task, 200)
             h.attempts = message.attempts
             h.max_retries = message.max_retries
             h.started = now
@@ -208,7 +219,7 @@ class Slot:
                     self._forget(job_id)
 
     def retire(self, reason: str) -> None:
-        self.header.recycled = reason.encode()[:100]
+        self.header.recycled = clip(reason, 100)
 
     def mark_finished(self) -> None:
         self.header.finished = 1
@@ -244,13 +255,28 @@ class Slot:
         return {
             "job_id": entry.job_id.decode(),
             "token": entry.token,
-            "task": h.task.decode(),
+            "task": h.task.decode(errors="replace"),
             "attempts": h.attempts,
             "max_retries": h.max_retries,
             "started": h.started,
             "started_wall": h.started_wall,
             "deadline": h.deadline,
         }
+
+    def kill_if_running(self, pid: int, job_id: str, token: int) -> bool:
+        """SIGKILL the child ``pid`` if it still runs ``job_id`` under ``token``, the job the
+        caller decided on; False if it has moved on (or holds its lock too long: try later).
+        The kill is sent holding the lock that the child's ``finished`` takes, so the child
+        cannot finish that job and start another in between."""
+        with self._locked(LOCK_TIMEOUT) as taken:
+            if not taken:
+                return False
+            current = self._current()
+            if current is None or (current["job_id"], current["token"]) != (job_id, token):
+                return False
+            with contextlib.suppress(ProcessLookupError):  # dead already: reaped all the same
+                os.kill(pid, signal.SIGKILL)
+            return True
 
     @property
     def jobs_done(self) -> int:
@@ -270,7 +296,9 @@ class Slot:
         outcomes = decode_outcomes(bytes(self.buffer[: h.buffered]))
         acked = {o.job_id for o in outcomes}
         remains = Remains(
-            outcomes=outcomes, recycled=h.recycled.decode(), finished=bool(h.finished)
+            outcomes=outcomes,
+            recycled=h.recycled.decode(errors="replace"),
+            finished=bool(h.finished),
         )
         for entry in self.entries:
             lease = Lease(entry.job_id.decode(), entry.token)

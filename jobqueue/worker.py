@@ -30,7 +30,14 @@ from django.utils import timezone
 from jobqueue.brokers import get_broker, reset_broker
 from jobqueue.brokers.base import Outcome
 from jobqueue.conf import get_settings
-from jobqueue.consumer import UNREACHABLE, Consumer
+from jobqueue.consumer import (
+    REFUSED,
+    UNREACHABLE,
+    Consumer,
+    finish_each,
+    refused_outcome,
+    unreachable,
+)
 from jobqueue.execution import failure
 from jobqueue.message import Message
 from jobqueue.scheduler import Scheduler
@@ -278,14 +285,31 @@ class Supervisor:
             if child.process is not None and not child.process.is_alive():
                 self.collect(child)
 
-    def kill(self, child: Child, why: str, lost: str, outcome: Outcome | None = None) -> None:
-        """SIGKILL (the only stop that works on code stuck in C), then handle its jobs."""
+    def kill(
+        self,
+        child: Child,
+        why: str,
+        lost: str,
+        outcome: Outcome | None = None,
+        job: tuple[str, int] | None = None,
+    ) -> bool:
+        """SIGKILL (the only stop that works on code stuck in C), then handle its jobs. With
+        ``job`` (id, token), only if the child still runs that job: between reading the slot
+        and this kill (a broker round trip for a cancel or a lost lease) it may have moved on
+        to another job, which must not be killed, or failed, for this one."""
         logger.warning(
             "worker=%s pid=%s state=killing reason=%r", child.name, child.process.pid, why
         )
+        if job is None:
+            os.kill(child.process.pid, signal.SIGKILL)
+        else:
+            assert child.slot is not None
+            if not child.slot.kill_if_running(child.process.pid, *job):
+                logger.info("worker=%s state=kill-skipped reason=%r (moved on)", child.name, why)
+                return False
         child.kill_reason, child.kill_lost, child.kill_outcome = why, lost, outcome
-        os.kill(child.process.pid, signal.SIGKILL)
         self.collect(child)
+        return True
 
     def collect(self, child: Child) -> None:
         """A child has ended: keep what the broker must be told, and replace it unless it ended
@@ -324,28 +348,50 @@ class Supervisor:
 
     def settle(self) -> None:
         """Tell the broker what became of the jobs of children that are gone. Every step is
-        fenced by tokens, so trying a settlement again after a failure changes nothing twice."""
-        from jobqueue.models import Worker
-
+        fenced by tokens, so trying a settlement again after a failure changes nothing twice.
+        An outage leaves the settlement for later; anything else (an outcome refused for its
+        data, a bug) is logged, its outcomes are stored as plain failures, and the settlement
+        is dropped: it never stops the supervisor."""
         while self.pending:
             s = self.pending[0]
-            if s.remains.outcomes:
-                self.broker.finish(s.child, s.remains.outcomes)
-            for outcome in s.decided:  # after the child's own: a finished run keeps its outcome
-                self.broker.finish(s.child, [outcome])
-            if s.remains.unstarted:
-                self.broker.release(s.child, s.remains.unstarted)
-            if s.remains.ran:
-                self.broker.release(s.child, s.remains.ran, lost=s.lost)
-            if self.burst and (s.remains.unstarted or s.remains.ran):
-                self.rejoin_burst()
-            if s.why:
-                Worker.objects.filter(name=s.child).update(
-                    replacements=F("replacements") + 1,
-                    replaced_at=timezone.now(),
-                    replaced_because=s.why[:200],
-                )
+            try:
+                self.apply(s)
+            except Exception as exc:
+                if unreachable(exc):
+                    raise
+                logger.exception("worker=%s state=settle-failed", s.child)
+                try:
+                    plain = [refused_outcome(o, exc) for o in [*s.remains.outcomes, *s.decided]]
+                    finish_each(self.broker, s.child, plain)
+                except Exception as again:
+                    if unreachable(again):
+                        raise
+                    logger.exception("worker=%s state=settlement-dropped", s.child)
             self.pending.pop(0)
+
+    def apply(self, s: Settlement) -> None:
+        from jobqueue.models import Worker
+
+        if s.remains.outcomes:
+            try:
+                self.broker.finish(s.child, s.remains.outcomes)
+            except REFUSED as exc:
+                logger.error("worker=%s state=batch-refused error=%r", s.child, exc)
+                finish_each(self.broker, s.child, s.remains.outcomes)
+        for outcome in s.decided:  # after the child's own: a finished run keeps its outcome
+            self.broker.finish(s.child, [outcome])
+        if s.remains.unstarted:
+            self.broker.release(s.child, s.remains.unstarted)
+        if s.remains.ran:
+            self.broker.release(s.child, s.remains.ran, lost=s.lost)
+        if self.burst and (s.remains.unstarted or s.remains.ran):
+            self.rejoin_burst()
+        if s.why:
+            Worker.objects.filter(name=s.child).update(
+                replacements=F("replacements") + 1,
+                replaced_at=timezone.now(),
+                replaced_because=s.why[:200],
+            )
 
     def rejoin_burst(self) -> None:
         """Jobs given back after a burst's children had found nothing left: run them too."""
@@ -386,24 +432,30 @@ class Supervisor:
                 )
                 started = datetime.fromtimestamp(current["started_wall"], tz=UTC)
                 outcome = failure(running, started, error)
-                self.kill(child, f"timeout: job {current['job_id']}", "timeout", outcome)
+                self.kill(
+                    child,
+                    f"timeout: job {current['job_id']}",
+                    "timeout",
+                    outcome,
+                    job=(current["job_id"], current["token"]),
+                )
 
     def stop_canceled(self) -> None:
-        held: dict[str, tuple[Child, int]] = {}
+        held: dict[str, tuple[Child, int, int]] = {}
         for child in self.children:
             leases = child.slot.leases() if child.process and child.slot else None
-            for job_id, (_, state) in (leases or {}).items():
+            for job_id, (lease, state) in (leases or {}).items():
                 if state in (CLAIMED, RUNNING):
-                    held[job_id] = (child, state)
+                    held[job_id] = (child, state, lease.token)
         if not held:
             return
         for job_id in self.broker.canceled(list(held)):
-            child, state = held[job_id]
+            child, state, token = held[job_id]
             if child.process is None:
                 continue  # killed already, for another of its jobs
             logger.info("worker=%s job=%s state=canceled", child.name, job_id)
             if state == RUNNING:
-                self.kill(child, f"cancel: job {job_id}", "canceled")
+                self.kill(child, f"cancel: job {job_id}", "canceled", job=(job_id, token))
             elif child.slot is not None:
                 child.slot.drop({job_id})
 
@@ -418,9 +470,12 @@ class Supervisor:
                 continue
             lost = self.broker.renew(child.name, [lease for lease, _ in held.values()])
             running = [job_id for job_id in lost if held[job_id][1] == RUNNING]
+            killed = False
             if running:
-                self.kill(child, f"lease lost: job {running[0]}", "its lease was lost")
-            elif lost:
+                job = (running[0], held[running[0]][0].token)
+                why = f"lease lost: job {running[0]}"
+                killed = self.kill(child, why, "its lease was lost", job=job)
+            if lost and not killed:
                 child.slot.drop(lost)
 
     # -- bookkeeping -----------------------------------------------------------------------------

@@ -29,7 +29,9 @@ from jobqueue.states import FINISHED, WAITING, JobStatus
 @dataclass
 class Outcome:
     """How a run ended: succeeded, failed, or scheduled for a retry at ``run_at``. ``token`` is
-    the fencing token of the claim that ran it."""
+    the fencing token of the claim that ran it. ``delay``, when set, is the retry's wait in
+    seconds: a broker that can count it from its own clock does (a worker host's clock may be
+    off), and ``run_at`` is the same time by the worker's clock."""
 
     job_id: str
     status: JobStatus
@@ -40,6 +42,7 @@ class Outcome:
     traceback: str = ""
     run_at: datetime | None = None
     token: int = 0
+    delay: float | None = None
 
     @property
     def lease(self) -> Lease:

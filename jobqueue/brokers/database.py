@@ -99,24 +99,35 @@ def _build_claim_sql(connection: Any) -> str:
 
 def _finish_sql(connection: Any, rows: int) -> str:
     """One statement for a batch of outcomes, each applied only if its token is current. A
-    retry whose time has come (by the database's clock) is queued at once, at the back (its
-    run_at, its place in the queue, becomes now)."""
+    retry's due time is its delay counted from the database's clock (the worker's run_at only
+    where the database cannot count it); one whose time has come is queued at once, at the
+    back (its run_at, its place in the queue, becomes now)."""
     q = connection.ops.quote_name
     table = q(Job._meta.db_table)
     pg = connection.vendor == "postgresql"
-    uuid_, time_, int_ = ("::uuid", "::timestamptz", "::bigint") if pg else ("", "", "")
-    row = f"(%s{uuid_}, %s{int_}, %s, %s, %s, %s, %s{time_}, %s{time_}, %s{time_})"
+    uuid_, time_, int_, float_ = (
+        ("::uuid", "::timestamptz", "::bigint", "::float8") if pg else ("", "", "", "")
+    )
+    row = f"(%s{uuid_}, %s{int_}, %s, %s, %s, %s, %s{time_}, %s{time_}, %s{time_}, %s{float_})"
     columns = ("status", "result", "error", "traceback", "started_at", "ended_at")
     assignments = ", ".join(f"{q(c)} = v.{q(c)}" for c in columns if c != "status")
     now, _ = now_sql(connection)
+    delay, run_at = f"v.{q('delay')}", f"v.{q('run_at')}"
+    if pg:
+        due = f"(STATEMENT_TIMESTAMP() + make_interval(secs => {delay}))"
+    elif connection.vendor == "sqlite":
+        due = f"STRFTIME('%%Y-%%m-%%d %%H:%%M:%%f', 'now', printf('%%+f seconds', {delay}))"
+    else:
+        due = run_at
+    due = f"(CASE WHEN {delay} IS NULL THEN {run_at} ELSE {due} END)"
     return (
         f"WITH v ({q('id')}, {q('token')}, {', '.join(q(c) for c in columns)}, "  # noqa: S608
-        f"{q('run_at')}) AS (VALUES {', '.join([row] * rows)}) "
+        f"{q('run_at')}, {q('delay')}) AS (VALUES {', '.join([row] * rows)}) "
         f"UPDATE {table} SET {assignments}, "
-        f"{q('status')} = CASE WHEN v.{q('status')} = %s AND v.{q('run_at')} <= {now} "
+        f"{q('status')} = CASE WHEN v.{q('status')} = %s AND {due} <= {now} "
         f"THEN %s ELSE v.{q('status')} END, "
-        f"{q('run_at')} = CASE WHEN v.{q('run_at')} <= {now} THEN {now} "
-        f"ELSE COALESCE(v.{q('run_at')}, {table}.{q('run_at')}) END, "
+        f"{q('run_at')} = CASE WHEN {due} <= {now} THEN {now} "
+        f"ELSE COALESCE({due}, {table}.{q('run_at')}) END, "
         f"{q('lease_expires_at')} = NULL, {q('version')} = {table}.{q('version')} + 1 "
         f"FROM v WHERE {table}.{q('id')} = v.{q('id')} "
         f"AND {table}.{q('version')} = v.{q('token')} AND {table}.{q('status')} = %s "
@@ -252,6 +263,7 @@ class DatabaseBroker(Broker):
                 adapt(o.started_at),
                 None if retry else adapt(o.ended_at),
                 adapt(o.run_at) if retry else None,
+                o.delay if retry else None,
             ]
         now = now_sql(connection)[1]
         params += [JobStatus.SCHEDULED.value, *now, JobStatus.QUEUED.value, *now, *now]

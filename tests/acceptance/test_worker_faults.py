@@ -18,7 +18,19 @@ from jobqueue.brokers import get_broker
 from jobqueue.models import Job, Worker
 from tests.conftest import wait_until
 from tests.testapp.models import Run
-from tests.testapp.worker_tasks import count, die, hang, hold, raise_base, terminate_a_child
+from tests.testapp.worker_tasks import (
+    close_raw_connection,
+    count,
+    die,
+    fork_and_return,
+    hang,
+    hold,
+    leave_transaction_open,
+    long_unicode_name,
+    raise_base,
+    refused_text,
+    terminate_a_child,
+)
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -297,4 +309,82 @@ def test_cut_database_connections_during_a_drain_leave_no_job_started(jobworker)
         job_id = job.job.id
         assert attempts[job_id] >= ran[f"pg-{i}"]
         assert job_id not in succeeded or ran[f"pg-{i}"] >= 1
+    stop(worker)
+
+
+@pytest.mark.parametrize(
+    ("kind", "error"), [("nul", "ValueError: a\\x00b"), ("surrogate", "ValueError: caf\\udce9")]
+)
+def test_error_text_a_database_refuses_is_stored_escaped_and_the_worker_goes_on(
+    jobworker, kind, error
+):
+    """A NUL (refused by PostgreSQL) or a lone surrogate (refused by every UTF-8 encoder) in an
+    exception's text no longer stalls the child or crashes the supervisor: the text is stored
+    with the character escaped, and the next job runs in the same process."""
+    job = refused_text.delay("refused", kind)
+    worker = jobworker("--name", "w")
+    wait_until(lambda: row(job).status == "failed", message="the job to fail")
+    failed = row(job)
+    assert (failed.error, failed.attempts, runs("refused")) == (error, 1, {"refused": 1})
+    assert "refused_text" in failed.traceback
+    after = count.delay("after")
+    wait_until(lambda: row(after).status == "succeeded", message="the next job")
+    assert Run.objects.get(key="after").pid == Run.objects.get(key="refused").pid
+    assert worker.process.poll() is None
+    assert Worker.objects.get(name="w/1").replacements == 0
+    stop(worker)
+
+
+def test_a_long_non_ascii_task_name_is_shown_without_crashing_the_supervisor(jobworker):
+    """The slot keeps 200 bytes of the running task's name; one cut inside a character no
+    longer crashes the supervisor that reads it."""
+    job = long_unicode_name.delay("unicode", 1.0)  # the supervisor reads it every 0.25 s
+    worker = jobworker("--name", "w")
+    wait_until(lambda: row(job).status == "succeeded", message="the job")
+    assert Worker.objects.get(name="w/1").replacements == 0
+    assert worker.process.poll() is None
+    stop(worker)
+
+
+def test_a_task_that_forks_does_not_leave_a_second_consumer(jobworker, tmp_path):
+    """The copy a task forks returns into the worker's loop; it exits there instead of going
+    on to claim and run jobs that nothing supervises."""
+    copy = tmp_path / "copy"
+    job = fork_and_return.delay("fork", str(copy))
+    worker = jobworker("--name", "w")
+    wait_until(lambda: row(job).status == "succeeded", message="the forking job")
+    wait_until(copy.exists, message="the copy to run")
+    jobs = [count.delay(f"n-{i}") for i in range(40)]
+    wait_until(lambda: all(row(j).status == "succeeded" for j in jobs), message="the drain")
+    pids = set(Run.objects.filter(key__startswith="n-").values_list("pid", flat=True))
+    assert pids <= set(children_of(worker.pid)), "a job ran outside the worker's children"
+    assert runs("n-") == {f"n-{i}": 1 for i in range(40)}
+    assert row(job).attempts == 1
+    stop(worker)
+
+
+def test_a_task_that_closes_the_raw_connection_does_not_stop_the_child(jobworker):
+    """On SQLite Django takes a closed driver connection for usable; the child now reconnects
+    for real instead of failing on it for ever."""
+    job = close_raw_connection.delay("closer")
+    worker = jobworker("--name", "w")
+    wait_until(lambda: runs("closer")["closer"] == 1, message="the run")
+    after = count.delay("after")
+    wait_until(lambda: row(after).status == "succeeded", message="the next job")
+    assert row(job).status == "succeeded", (row(job).error, row(job).traceback)
+    assert worker.process.poll() is None
+    stop(worker)
+
+
+def test_a_transaction_a_task_leaves_open_is_rolled_back_and_the_next_jobs_run(jobworker):
+    """A task that runs BEGIN and never ends it would hold every later write of its process
+    (and, on SQLite, the database's lock); the connection is closed after the job."""
+    job = leave_transaction_open.delay("begin")
+    worker = jobworker("--name", "w")
+    wait_until(lambda: worker.says("state=transaction-left-open"), message="the warning")
+    after = [count.delay(f"after-{i}") for i in range(3)]
+    wait_until(lambda: all(row(j).status == "succeeded" for j in after), message="next jobs")
+    assert row(job).status == "succeeded"
+    assert runs("begin") == {"begin": 1}  # written before its BEGIN
+    assert runs("after-") == {f"after-{i}": 1 for i in range(3)}
     stop(worker)

@@ -10,6 +10,7 @@ from jobqueue.brokers.base import Outcome
 from jobqueue.brokers.database import DatabaseBroker
 from jobqueue.models import Job
 from jobqueue.states import JobStatus
+from tests.conftest import wait_until
 from tests.testapp.tasks import add
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -86,6 +87,31 @@ def test_leases_and_due_times_follow_the_database_clock_not_the_hosts(broker):
     row = Job.objects.get(id=job.id)
     lease = (row.lease_expires_at - timezone.now()).total_seconds()
     assert 25 < lease <= 30  # LEASE_TIMEOUT from the database's now, not the skewed host's
+
+
+def test_a_retry_is_due_after_its_delay_by_the_database_clock_not_the_hosts(broker):
+    """The worker's run_at is an hour behind (its host's clock is): the retry still waits its
+    delay, counted from the database's now; and one whose host is an hour ahead is not held
+    back an hour."""
+    add.map([(1, 1), (2, 2)])
+    first, second = broker.claim(["default"], "w", 2)
+    host_behind = timezone.now() - timedelta(hours=1)
+    host_ahead = timezone.now() + timedelta(hours=1)
+    assert broker.finish("w", [
+        outcome(first, JobStatus.SCHEDULED, run_at=host_behind + timedelta(seconds=600),
+                delay=600.0),
+        outcome(second, JobStatus.SCHEDULED, run_at=host_ahead + timedelta(seconds=0.3),
+                delay=0.3),
+    ]) == 2
+    row = Job.objects.get(id=first.id)
+    assert row.status == "scheduled"
+    assert 590 < (row.run_at - timezone.now()).total_seconds() <= 600
+    due = Job.objects.get(id=second.id).run_at
+    assert (due - timezone.now()).total_seconds() <= 0.3  # not an hour ahead
+    wait_until(lambda: broker.promote_due() or Job.objects.get(id=second.id).status == "queued",
+               timeout=5, message="the retry to be due")
+    assert Job.objects.get(id=second.id).status == "queued"
+    assert Job.objects.get(id=first.id).status == "scheduled"
 
 
 @pytest.mark.skipif(connection.vendor != "sqlite", reason="SQLite set-up")

@@ -70,3 +70,53 @@ def terminate_a_child():
         child.kill()
         child.wait()
         return "ignored SIGTERM"
+
+
+@task(max_retries=0)
+def refused_text(key, kind):
+    """Fails with text a database refuses as it stands: a NUL (PostgreSQL), or a lone surrogate
+    such as ``surrogateescape`` leaves (any UTF-8 encoder)."""
+    counted(key)
+    bad = {"nul": "a\x00b", "surrogate": b"caf\xe9".decode("utf-8", "surrogateescape")}[kind]
+    raise ValueError(bad)
+
+
+@task(name="tests.t\u00e2che." + "\u00e9" * 120 + "x")
+def long_unicode_name(key, seconds):
+    """A name whose UTF-8 bytes are longer than the slot keeps, cut inside a character; runs
+    for ``seconds`` so that the supervisor reads it."""
+    counted(key)
+    time.sleep(seconds)
+    return 1
+
+
+@task
+def fork_and_return(key, path):
+    """Forks; both copies return from the task, as a careless library's fork would. The copy
+    writes its pid to ``path`` (a database connection is not to be shared across a fork)."""
+    pid = os.fork()
+    if pid == 0:
+        Path(path).write_text(str(os.getpid()))
+    else:
+        counted(key)
+    return os.getpid()
+
+
+@task
+def close_raw_connection(key):
+    """Closes the driver's connection under Django's feet."""
+    from django.db import connection
+
+    counted(key)
+    connection.ensure_connection()
+    connection.connection.close()
+
+
+@task
+def leave_transaction_open(key):
+    """Starts a transaction on Django's connection and never ends it."""
+    from django.db import connection
+
+    counted(key)
+    with connection.cursor() as cursor:
+        cursor.execute("BEGIN")

@@ -153,3 +153,29 @@ def test_check_deploy_reports_a_bad_setting_once():
     with override_settings(JOBQUEUE={"BROKER": {"BACKEND": 3}}):
         assert ids(check_settings()) == ["jobqueue.E003"]
         assert check_broker_durability() == []
+
+
+@pytest.mark.parametrize(
+    ("use_tz", "zone", "broker", "flagged"),
+    [
+        (False, "Asia/Tokyo", "jobqueue.brokers.database.DatabaseBroker", True),
+        (False, "UTC", "jobqueue.brokers.database.DatabaseBroker", False),
+        (True, "Asia/Tokyo", "jobqueue.brokers.database.DatabaseBroker", False),
+        (False, "Asia/Tokyo", "jobqueue.brokers.redis.RedisBroker", False),
+    ],
+)
+def test_local_times_with_the_database_broker_on_sqlite_are_an_error(
+    use_tz, zone, broker, flagged
+):
+    """SQLite's clock is UTC; with USE_TZ = False Django writes local times, so leases and due
+    times would be off by the zone's offset."""
+    from django.db import connection
+
+    from jobqueue.checks import check_database_clock
+
+    with override_settings(USE_TZ=use_tz, TIME_ZONE=zone, JOBQUEUE={"BROKER": {"BACKEND": broker}}):
+        found = check_database_clock()
+    expected = ["jobqueue.E011"] if flagged and connection.vendor == "sqlite" else []
+    assert ids(found) == expected
+    if found:
+        assert "'Asia/Tokyo'" in found[0].msg and "USE_TZ = True" in found[0].hint

@@ -94,3 +94,46 @@ def test_the_running_job_and_its_deadline_are_visible():
     assert abs(current["deadline"] - current["started"] - 2.5) < 1e-6
     slot.finished(m, encode_outcome(outcome(m)))
     assert slot.current() is None
+
+
+def test_a_long_non_ascii_task_name_is_cut_on_a_character_boundary():
+    """200 bytes of the name are kept; a cut inside a character would not decode."""
+    slot = Slot(CONTEXT, 2)
+    name = "t.t\u00e2che." + "\u00e9" * 120
+    m = Message(task=name, arguments="{}", queue="q", id=message(1).id, token=1)
+    assert len(name.encode()[:200].decode(errors="ignore").encode()) < 200  # it is cut inside
+    slot.claimed([m])
+    assert slot.begin(m)
+    current = slot.current()
+    assert current is not None
+    assert name.startswith(current["task"]) and len(current["task"].encode()) == 199
+    slot.retire("recycled: " + "\u00e9" * 60)
+    assert slot.remains().recycled.startswith("recycled: \u00e9")
+
+
+def test_a_kill_decided_for_a_job_spares_the_child_once_it_has_moved_on():
+    """The supervisor reads the running job, decides (a timeout; a cancel or a lost lease after
+    a broker round trip), then kills: the kill hits only if the child still runs that job
+    under that token, checked and sent under the lock the child needs to finish a job."""
+    import signal
+    import subprocess
+
+    slot = Slot(CONTEXT, 4)
+    first, second = message(1, token=5), message(2, token=6)
+    slot.claimed([first, second])
+    assert slot.begin(first)
+    decided = slot.current()
+    assert decided is not None
+    # Meanwhile the child finishes the job and starts the next one.
+    slot.finished(first, encode_outcome(outcome(first)))
+    assert slot.begin(second)
+    child = subprocess.Popen(["sleep", "60"])
+    try:
+        assert not slot.kill_if_running(child.pid, decided["job_id"], decided["token"])
+        assert not slot.kill_if_running(child.pid, second.id, 99)  # same job, stale token
+        assert child.poll() is None  # spared
+        assert slot.kill_if_running(child.pid, second.id, 6)
+        assert child.wait(timeout=10) == -signal.SIGKILL
+    finally:
+        child.kill()
+        child.wait()
