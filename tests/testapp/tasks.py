@@ -97,20 +97,24 @@ def count_run(counter, item):
 
 
 @task
-def tally(counter, item):
+def tally(counter, item, pause=0.0):
+    """Counted; then takes ``pause`` seconds."""
     count_run(counter, item)
+    time.sleep(pause)
     return item
 
 
 @task
 def gated(counter, item, gate, timeout=30.0):
-    """Counted when it starts; then waits until the key ``gate`` exists on the counter's Redis."""
+    """Counted when it starts; then waits until the key ``gate`` exists on the counter's Redis,
+    and is counted again (as ``<item>:done``) when it returns."""
     client = count_run(counter, item)
     deadline = time.monotonic() + timeout
     while not client.exists(gate):
         if time.monotonic() > deadline:
             raise TimeoutError(gate)
         time.sleep(0.01)
+    count_run(counter, f"{item}:done")
     return item
 
 
