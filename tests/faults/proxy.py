@@ -8,8 +8,9 @@ Real clients talk to it as to the server; nothing in them is mocked. Controls, a
 - ``cut()``: close both sides of every connection now (FIN); ``reset()``: the same with RST
   (``SO_LINGER`` 0), as a crashed host or a firewall sends.
 - ``down()``: cut everything and close each new connection at once, until ``pass_()``.
-- ``arm(action, after=N, request=..., reply=...)``: once, on the first reply that follows a
-  request containing ``request`` (if given) and that contains ``reply`` (if given), forward
+- ``arm(action, after=N, request=..., reply=...)``: once, on the first reply to a request
+  containing ``request`` (if given; the last request sent on that connection) and that
+  contains ``reply`` (if given), forward
   ``after`` bytes of it, then ``cut``, ``reset`` or ``stall`` that connection. The server has
   done the work; the client never sees the whole answer, and may retry.
 """
@@ -47,7 +48,7 @@ class Link:
         if flowing:
             self.flowing.set()
         self.closed = False
-        self.matched = False  # a request containing the trigger's pattern went up this link
+        self.matched = False  # the last request up this link held the trigger's pattern
         self._lock = threading.Lock()
         self.threads = [
             threading.Thread(target=self.pump, args=(client, upstream, False), daemon=True),
@@ -186,8 +187,8 @@ class Proxy:
     # -- the pumps' callbacks ------------------------------------------------------------------
     def on_request(self, link: Link, data: bytes) -> None:
         trigger = self.trigger
-        if trigger is not None and trigger.request is not None and trigger.request in data:
-            link.matched = True
+        if trigger is not None and trigger.request is not None:
+            link.matched = trigger.request in data  # the reply to come answers this request
 
     def on_reply(self, link: Link, data: bytes) -> bytes | None:
         """The bytes to forward; None when the trigger closed the link."""
