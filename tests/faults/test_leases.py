@@ -22,7 +22,7 @@ FAST_LEASE = {"JOBQUEUE_LEASE_TIMEOUT": "1"}
 
 
 def runs_once_after_its_lease(runs, worker, job, item, trigger):
-    settle(lambda: job.status in FINISHED or not worker.alive, 15,
+    settle(lambda: job.status in FINISHED or not worker.alive, 12,
            "the orphaned job to be recovered and run", worker, [job])
     assert trigger.fired.is_set()  # the fault did happen
     assert worker.alive, worker.tail()
@@ -62,7 +62,7 @@ def stalled_claim_is_recovered(runs, worker, job, item, proxy, trigger):
     (its outcome refused) but counted."""
     settle(lambda: trigger.fired.is_set() or not worker.alive, 10, "the claim reply to stall",
            worker, [job])
-    settle(lambda: job.status in FINISHED or not worker.alive, 15,
+    settle(lambda: job.status in FINISHED or not worker.alive, 12,
            "the job to be recovered and run by the other child", worker, [job])
     proxy.pass_()
     assert worker.alive, worker.tail()

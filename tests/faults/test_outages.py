@@ -102,7 +102,7 @@ def test_terminated_database_connections_leave_no_job_started(live_jobs, runs, s
     runs.wait("held")
     assert terminate_backends() >= 1  # the child's at least (its job is running)
     runs.open(gate)
-    settle(lambda: all(j.status in FINISHED for j in jobs) or not worker.alive, 15,
+    settle(lambda: all(j.status in FINISHED for j in jobs) or not worker.alive, 12,
            "every job to finish (none stuck started)", worker, jobs)
     assert worker.alive, worker.tail()
     counts = runs.counts()
