@@ -163,10 +163,18 @@ def broker(request: pytest.FixtureRequest, live_jobs: None) -> str:
     return str(request.param)
 
 
-def job_row(job: Any) -> Job:
-    """The Job row as the broker knows it now (a Redis broker's tracking folded in first)."""
-    get_broker().sync()
-    return Job.objects.get(id=job.id)
+def job_row(job: Any, timeout: float = 5.0) -> Job:
+    """The Job row once it agrees with the broker on the job's status: on Redis the table follows
+    an event stream, folded by whichever process holds the tracker lock (about a second)."""
+
+    def caught_up() -> Job | None:
+        get_broker().sync()
+        row = Job.objects.filter(id=job.id).first()
+        return row if row is not None and row.status == job.status else None
+
+    row = wait_until(caught_up, timeout=timeout, message=f"the Job row of {job.id} to catch up")
+    assert isinstance(row, Job)
+    return row
 
 
 def postgresql_only() -> None:

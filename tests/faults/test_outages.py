@@ -13,10 +13,12 @@ from jobqueue.states import FINISHED
 from tests.conftest import wait_until
 from tests.faults.conftest import (
     database_port,
+    freeze,
     job_row,
     postgresql_only,
     settle,
     terminate_backends,
+    thaw,
 )
 from tests.testapp.tasks import gated, tally
 
@@ -72,6 +74,31 @@ def test_redis_connections_reset_and_refused_mid_job(use_redis, redis_server, pr
     p.down(rst=True)
     finishes_during_the_outage(runs, worker, gate, lambda: p.refused >= 3)
     p.pass_()
+    ends_well(runs, worker, held)
+
+
+@pytest.mark.xfail(strict=True, reason="issue 10 item 2: on this code, tracking a finished job "
+                   "raises KeyError 'version' and the supervisor crashes")
+def test_redis_frozen_mid_job(use_redis, volatile_redis, proxy, runs, start_worker):
+    """SIGSTOP: connections stay open and nothing answers (a failover, a full disk's fsync). The
+    proxy in front only watches: it shows when the worker's requests have gone unanswered."""
+    p = proxy(volatile_redis.port)
+    use_redis(volatile_redis, worker_url=f"redis://127.0.0.1:{p.port}/0")
+    gate = runs.gate()
+    held = gated.delay(runs.counter, "held", gate)
+    worker = start_worker()
+    runs.wait("held")
+    freeze(volatile_redis)
+    sent = p.bytes_up
+    wait_until(lambda: p.bytes_up > sent or not worker.alive, timeout=10,
+               message="the supervisor to ask the frozen Redis")
+    sent = p.bytes_up
+    runs.open(gate)
+    wait_until(lambda: runs.of("held:done") or not worker.alive, timeout=10,
+               message="the held job to return")
+    wait_until(lambda: p.bytes_up > sent or not worker.alive, timeout=10,
+               message="the child to report to the frozen Redis")
+    thaw(volatile_redis)
     ends_well(runs, worker, held)
 
 
