@@ -120,7 +120,7 @@ def test_database_unreachable_mid_job(live_jobs, proxy, runs, start_worker):
 def test_terminated_database_connections_leave_no_job_started(live_jobs, runs, start_worker):
     postgresql_only()
     gate = runs.gate()
-    before = tally.map([(runs.counter, f"before-{i}") for i in range(10)])
+    before = tally.map([(runs.counter, f"before-{i}") for i in range(40)])  # held: mid-batch
     held = gated.delay(runs.counter, "held", gate)
     # Jobs of 30 ms: the outcomes waiting for their acknowledgement are flushed in mid-batch.
     after = tally.map([(runs.counter, f"after-{i}", 0.03) for i in range(30)])
@@ -133,7 +133,7 @@ def test_terminated_database_connections_leave_no_job_started(live_jobs, runs, s
            "every job to finish (none stuck started)", worker, jobs)
     assert worker.alive, worker.tail()
     counts = runs.counts()
-    for job, item in zip(jobs, [f"before-{i}" for i in range(10)] + ["held"]
+    for job, item in zip(jobs, [f"before-{i}" for i in range(40)] + ["held"]
                          + [f"after-{i}" for i in range(30)], strict=True):
         row = job_row(job)
         assert row.status == "succeeded", (item, row.status)
