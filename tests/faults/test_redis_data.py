@@ -24,6 +24,12 @@ from tests.testapp.tasks import gated, tally
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
+def table_status(job):
+    """What the Job table says of the job (Redis no longer knows it), tracking folded in."""
+    get_broker().sync()
+    return Job.objects.filter(id=job.id).values_list("status", flat=True).first()
+
+
 def stop(worker):
     assert worker.alive, worker.tail()
     worker.signal(signal.SIGTERM)
@@ -78,6 +84,27 @@ def test_jobs_recorded_then_lost_by_a_restart_without_persistence_run_once(
     assert runs.counts() == {item: 1 for item in items}
     assert {job_row(j).status for j in jobs} == {"succeeded"}
     assert "resent-after-broker-loss" in worker.log()
+    stop(worker)
+
+
+@pytest.mark.xfail(strict=True, reason="issue 9 item 6 and issue 10 item 6: a running job Redis "
+                   "forgot stays started for ever; its outcome is refused, nothing re-sends it")
+def test_a_running_job_lost_by_a_restart_without_persistence_is_not_stuck(
+    use_redis, volatile_redis, runs, start_worker
+):
+    use_redis(volatile_redis)
+    gate = runs.gate()
+    held = gated.delay(runs.counter, "held", gate)
+    worker = start_worker()
+    runs.wait("held")
+    wait_until(lambda: table_status(held) == "started" or not worker.alive, timeout=10,
+               message="the Job table to record the job as started")
+    volatile_redis.restart()  # empty: the job and its lease are gone
+    runs.open(gate)
+    settle(lambda: table_status(held) == "succeeded" or not worker.alive, 15,
+           "the lost running job to end (re-sent, and run again)", worker, [held])
+    assert worker.alive, worker.tail()
+    assert 1 <= runs.of("held") <= job_row(held).attempts
     stop(worker)
 
 
