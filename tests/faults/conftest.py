@@ -22,7 +22,7 @@ from jobqueue.brokers import get_broker
 from jobqueue.models import Job
 from tests.conftest import wait_until
 from tests.faults.proxy import Proxy
-from tests.faults.workers import Worker
+from tests.faults.workers import LoggedWorker
 from tests.redis_server import (
     RedisServer,
     delete_prefix,
@@ -82,14 +82,14 @@ def runs(redis_server: RedisServer) -> Iterator[Runs]:
 @pytest.fixture
 def start_worker(
     worker_env: dict[str, str], tmp_path: Path
-) -> Iterator[Callable[..., Worker]]:
+) -> Iterator[Callable[..., LoggedWorker]]:
     """``start_worker("--concurrency", "2", env={...})``: a real ``jobworker``; all are killed at
     the end of the test."""
-    started: list[Worker] = []
+    started: list[LoggedWorker] = []
 
-    def start(*args: str, env: dict[str, str] | None = None) -> Worker:
+    def start(*args: str, env: dict[str, str] | None = None) -> LoggedWorker:
         log = tmp_path / f"worker-{len(started)}.log"
-        worker = Worker(list(args), {**worker_env, **(env or {})}, log)
+        worker = LoggedWorker(list(args), {**worker_env, **(env or {})}, log)
         started.append(worker)
         return worker
 

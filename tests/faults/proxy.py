@@ -175,11 +175,6 @@ class Proxy:
                 link.matched = False
         return trigger
 
-    def wait_for(self, predicate: object, timeout: float) -> bool:
-        """Block until ``predicate()`` (read under the proxy's lock) holds, or ``timeout``."""
-        with self.changed:
-            return self.changed.wait_for(predicate, timeout)  # type: ignore[arg-type]
-
     def snapshot(self) -> list[Link]:
         with self.lock:
             return list(self.links)

@@ -15,7 +15,7 @@ import pytest
 from tests.conftest import ROOT
 
 
-class Worker:
+class LoggedWorker:
     def __init__(self, args: list[str], env: dict[str, str], log: Path) -> None:
         self.args = args
         self.log_path = log
