@@ -76,3 +76,86 @@ def note_text(note):
 @task
 def make_note(text):
     return Note.objects.create(text=text).pk
+
+
+# -- For the fault suite (tests/faults): every run is counted on a Redis list of the test's own,
+# outside the broker and the database under test, so a lost or a duplicate run shows.
+
+_counters: dict = {}
+
+
+def count_run(counter, item):
+    """RPUSH ``"<item> <pid>"`` onto ``counter`` (``"redis://host:port/db|list key"``)."""
+    import redis
+
+    url, key = counter.split("|", 1)
+    client = _counters.get(url)
+    if client is None:
+        client = _counters[url] = redis.Redis.from_url(url, socket_timeout=5)
+    client.rpush(key, f"{item} {os.getpid()}")
+    return client
+
+
+@task
+def tally(counter, item, pause=0.0):
+    """Counted; then takes ``pause`` seconds."""
+    count_run(counter, item)
+    time.sleep(pause)
+    return item
+
+
+@task
+def gated(counter, item, gate, timeout=30.0):
+    """Counted when it starts; then waits until the key ``gate`` exists on the counter's Redis,
+    and is counted again (as ``<item>:done``) when it returns."""
+    client = count_run(counter, item)
+    deadline = time.monotonic() + timeout
+    while not client.exists(gate):
+        if time.monotonic() > deadline:
+            raise TimeoutError(gate)
+        time.sleep(0.01)
+    count_run(counter, f"{item}:done")
+    return item
+
+
+def _die(how):
+    if how == "kill":
+        os.kill(os.getpid(), 9)
+    os._exit(int(how.removeprefix("exit")))
+
+
+@task(max_retries=1)
+def dies(counter, item, how):
+    """Counted, then its process dies: ``how`` is ``exit<code>`` or ``kill`` (SIGKILL)."""
+    count_run(counter, item)
+    _die(how)
+
+
+@task
+def dies_no_retry(counter, item, how):
+    count_run(counter, item)
+    _die(how)
+
+
+class LibraryAbort(BaseException):
+    """What some libraries raise to unwind everything (like gevent's GreenletExit)."""
+
+
+@task
+def raises_base(counter, item, kind):
+    """Counted, then raises a BaseException that is not an Exception."""
+    count_run(counter, item)
+    if kind == "sys.exit":
+        import sys
+
+        sys.exit()
+    if kind == "KeyboardInterrupt":
+        raise KeyboardInterrupt
+    raise LibraryAbort("unwinding")
+
+
+@task(timeout=1)
+def overruns(counter, item):
+    """Counted, then outlives its 1 s timeout."""
+    count_run(counter, item)
+    time.sleep(60)
