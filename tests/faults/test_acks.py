@@ -28,8 +28,6 @@ def acknowledged_once(runs, worker, job, item, trigger):
     assert job_row(job).status == "succeeded"
 
 
-@pytest.mark.xfail(strict=True, reason="issue 10 item 2: on this code, tracking a finished job "
-                   "raises KeyError 'version' and the supervisor crashes")
 def test_lost_finish_reply_on_redis(use_redis, redis_server, proxy, runs, start_worker):
     p = proxy(redis_server.port)
     use_redis(redis_server, worker_url=f"redis://127.0.0.1:{p.port}/0")

@@ -21,8 +21,6 @@ pytestmark = pytest.mark.django_db(transaction=True)
 BEFORE, AFTER = 40, 5  # 40: in mid-batch once batches have grown (1, 2, 4, ... 32)
 
 
-@pytest.mark.xfail(strict=True, reason="issue 9 item 3: killing a child gives its finished, "
-                   "not yet acknowledged jobs back as never run; they run again")
 @pytest.mark.parametrize("stop", ["timeout", "cancel", "sigkill"])
 def test_killing_a_child_never_reruns_the_jobs_it_finished(broker, runs, start_worker, stop):
     gate = runs.gate()

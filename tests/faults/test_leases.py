@@ -32,8 +32,6 @@ def runs_once_after_its_lease(runs, worker, job, item, trigger):
     assert worker.wait() == 0, worker.tail()
 
 
-@pytest.mark.xfail(strict=True, reason="issue 9 item 6: leases are renewed by worker name; a job "
-                   "whose claim reply was lost stays leased while its worker lives")
 def test_lost_claim_reply_on_redis(use_redis, redis_server, proxy, runs, start_worker):
     p = proxy(redis_server.port)
     use_redis(redis_server, worker_url=f"redis://127.0.0.1:{p.port}/0")
@@ -44,8 +42,6 @@ def test_lost_claim_reply_on_redis(use_redis, redis_server, proxy, runs, start_w
     runs_once_after_its_lease(runs, worker, job, item, trigger)
 
 
-@pytest.mark.xfail(strict=True, reason="issue 9 items 5 and 6: a claim whose reply is lost leaves "
-                   "its job started, renewed by worker name for ever")
 def test_lost_claim_reply_on_postgresql(live_jobs, proxy, runs, start_worker):
     postgresql_only()
     p = proxy(database_port())
@@ -73,8 +69,6 @@ def stalled_claim_is_recovered(runs, worker, job, item, proxy, trigger):
     assert 1 <= runs.of(item) <= row.attempts, (runs.of(item), row.attempts)
 
 
-@pytest.mark.xfail(strict=True, reason="issue 9 item 6: leases are renewed by worker name; a job "
-                   "whose claim reply stalls stays leased while its worker lives")
 def test_claim_reply_stalled_past_the_lease_on_redis(use_redis, redis_server, proxy, runs,
                                                      start_worker):
     p = proxy(redis_server.port)
@@ -86,8 +80,6 @@ def test_claim_reply_stalled_past_the_lease_on_redis(use_redis, redis_server, pr
     stalled_claim_is_recovered(runs, worker, job, item, p, trigger)
 
 
-@pytest.mark.xfail(strict=True, reason="issue 9 items 5 and 6: leases are renewed by worker name; "
-                   "a job whose claim reply stalls stays leased while its worker lives")
 def test_claim_reply_stalled_past_the_lease_on_postgresql(live_jobs, proxy, runs, start_worker):
     postgresql_only()
     p = proxy(database_port())

@@ -24,8 +24,6 @@ LOSSES = [
 ]
 
 
-@pytest.mark.xfail(strict=True, reason="issue 9 item 1: a lost run is given back unrun, for ever, "
-                   "at the front of its queue")
 @pytest.mark.parametrize(("task", "how", "lost", "expected_runs"), LOSSES)
 def test_a_job_whose_process_dies_fails_after_its_retries_and_others_run(
     broker, runs, start_worker, task, how, lost, expected_runs
@@ -51,8 +49,6 @@ def test_a_job_whose_process_dies_fails_after_its_retries_and_others_run(
     assert worker.wait() == 0, worker.tail()
 
 
-@pytest.mark.xfail(strict=True, reason="issue 9 item 2: a BaseException escapes the child, the job "
-                   "stays started and the worker exits or loops")
 @pytest.mark.parametrize("kind", ["sys.exit", "KeyboardInterrupt", "LibraryAbort"])
 def test_a_base_exception_fails_the_job_and_the_worker_carries_on(
     broker, runs, start_worker, kind

@@ -46,8 +46,6 @@ def ends_well(runs, worker, held):
     assert worker.wait() == 0, worker.tail()
 
 
-@pytest.mark.xfail(strict=True, reason="issue 9 item 4: a Redis error escapes the supervisor "
-                   "(canceled()); it crashes and SIGKILLs its children mid-job")
 def test_redis_killed_mid_job_and_restarted(use_redis, durable_redis, runs, start_worker):
     use_redis(durable_redis)
     gate = runs.gate()
@@ -61,8 +59,6 @@ def test_redis_killed_mid_job_and_restarted(use_redis, durable_redis, runs, star
     ends_well(runs, worker, held)
 
 
-@pytest.mark.xfail(strict=True, reason="issue 9 item 4: a Redis error escapes the supervisor "
-                   "(canceled()); it crashes and SIGKILLs its children mid-job")
 def test_redis_connections_reset_and_refused_mid_job(use_redis, redis_server, proxy, runs,
                                                      start_worker):
     p = proxy(redis_server.port)
@@ -77,8 +73,6 @@ def test_redis_connections_reset_and_refused_mid_job(use_redis, redis_server, pr
     ends_well(runs, worker, held)
 
 
-@pytest.mark.xfail(strict=True, reason="issue 10 item 2: on this code, tracking a finished job "
-                   "raises KeyError 'version' and the supervisor crashes")
 def test_redis_frozen_mid_job(use_redis, volatile_redis, proxy, runs, start_worker):
     """SIGSTOP: connections stay open and nothing answers (a failover, a full disk's fsync). The
     proxy in front only watches: it shows when the worker's requests have gone unanswered."""
@@ -115,8 +109,6 @@ def test_database_unreachable_mid_job(live_jobs, proxy, runs, start_worker):
     ends_well(runs, worker, held)
 
 
-@pytest.mark.xfail(strict=True, reason="issue 9 items 5 and 6: a flush that fails mid-batch "
-                   "forgets the rest of the batch, and leases renewed by worker name never expire")
 def test_terminated_database_connections_leave_no_job_started(live_jobs, runs, start_worker):
     postgresql_only()
     gate = runs.gate()

@@ -13,8 +13,6 @@ from tests.testapp.tasks import tally
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-@pytest.mark.xfail(strict=True, reason="issue 9 (also wanted): jobworker has no --max-jobs or "
-                   "--max-memory")
 @pytest.mark.parametrize(("option", "jobs", "children"), [
     pytest.param(("--max-jobs", "5"), 30, 6, id="max-jobs"),
     pytest.param(("--max-memory", "1"), 6, 6, id="max-memory"),  # every child is past 1 MB

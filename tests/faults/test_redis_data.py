@@ -36,8 +36,6 @@ def stop(worker):
     assert worker.wait() == 0, worker.tail()
 
 
-@pytest.mark.xfail(strict=True, reason="issue 10 item 5: ENQUEUE re-sent by the client's retry "
-                   "pushes the job twice; two workers run it")
 def test_enqueue_reply_lost_and_resent_runs_the_job_once(use_redis, redis_server, proxy, runs,
                                                          start_worker):
     p = proxy(redis_server.port)
@@ -61,8 +59,6 @@ def test_enqueue_reply_lost_and_resent_runs_the_job_once(use_redis, redis_server
     stop(worker)
 
 
-@pytest.mark.xfail(strict=True, reason="issue 10 item 6: jobs lost with Redis's data stay queued "
-                   "in the Job table for ever; nothing re-sends them")
 def test_jobs_recorded_then_lost_by_a_restart_without_persistence_run_once(
     use_redis, volatile_redis, runs, start_worker
 ):
@@ -87,8 +83,6 @@ def test_jobs_recorded_then_lost_by_a_restart_without_persistence_run_once(
     stop(worker)
 
 
-@pytest.mark.xfail(strict=True, reason="issue 9 item 6 and issue 10 item 6: a running job Redis "
-                   "forgot stays started for ever; its outcome is refused, nothing re-sends it")
 def test_a_running_job_lost_by_a_restart_without_persistence_is_not_stuck(
     use_redis, volatile_redis, runs, start_worker
 ):
@@ -108,8 +102,6 @@ def test_a_running_job_lost_by_a_restart_without_persistence_is_not_stuck(
     stop(worker)
 
 
-@pytest.mark.xfail(strict=True, reason="issue 10 item 7: a stray entry leaves its priority level "
-                   "out of the levels index; later jobs at that level never run, unlogged")
 @pytest.mark.parametrize("kind", ["junk", "id-without-body", "raw-json"])
 def test_a_stray_entry_in_a_queue_does_not_stop_it(use_redis, redis_server, runs,
                                                    start_worker, kind):
@@ -149,8 +141,6 @@ def delay_in_thread(task, *args):
     return thread, box
 
 
-@pytest.mark.xfail(strict=True, reason="issue 10 item 9: .delay() waits out a 10 s socket "
-                   "timeout and a retry when Redis accepts connections but does not answer")
 @pytest.mark.parametrize("hang", ["sigstop", "sigstop-cache", "proxy-stall"])
 def test_delay_gives_up_on_a_hung_redis_within_about_a_second(use_redis, redis_server,
                                                                volatile_redis, proxy, runs,
