@@ -166,8 +166,11 @@ class DatabaseBroker(Broker):
 
     def _allow_sqlite_parameters(self) -> None:
         """Django assumes SQLite's old limit of 999 parameters per statement, which splits a
-        bulk send of 48 jobs; the library in use says how many it takes (32,766 since 3.32)."""
+        bulk send of 48 jobs; the library in use says how many it takes (32,766 since 3.32).
+        Django 6 asks the library itself (a property), and is left alone."""
         connection = self._connection
+        if isinstance(getattr(type(connection.features), "max_query_params", None), property):
+            return
         if connection.vendor == "sqlite" and not getattr(connection, "_jobqueue_limit", False):
             connection.ensure_connection()
             limit = connection.connection.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
