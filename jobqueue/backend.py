@@ -53,7 +53,7 @@ from jobqueue.framework import (
 )
 from jobqueue.message import Message, canonical_job_id
 from jobqueue.serialization import TAG, DecodeError, json_text, loads, to_jsonable
-from jobqueue.states import JobStatus
+from jobqueue.states import FINISHED, JobStatus
 from jobqueue.task import Task as JobQueueJob
 
 logger = logging.getLogger(__name__)
@@ -328,7 +328,7 @@ class JobQueueBackend(BaseTaskBackend):
             state = broker.state(job_id)
         except JobNotFound:
             raise TaskResultDoesNotExist(result_id) from None
-        row = _job_row(broker, job_id)
+        row = _job_row(broker, job_id, state.status)
         try:
             job = registry.get_task(row.task)
         except UnknownTask:
@@ -568,15 +568,18 @@ def send_robust(signal: Signal, sender: type, result: TaskResult) -> None:
             )
 
 
-def _job_row(broker: Any, job_id: str) -> Any:
-    """The Job row; on the Redis broker a job just sent may not be in the table yet."""
+def _job_row(broker: Any, job_id: str, status: str) -> Any:
+    """The Job row; on the Redis broker the table follows the broker a moment later, so a job
+    just sent may not be in it yet, and a finished one may not show its end yet: wait (at most
+    ``ROW_WAIT``) for the row of a finished job to show that end, then take what it holds."""
     from jobqueue.models import Job
 
     deadline = time.monotonic() + ROW_WAIT
+    final = status in FINISHED
     while True:
         broker.sync()
         row = Job.objects.filter(id=job_id).first()
-        if row is not None:
+        if row is not None and (not final or row.status == status or time.monotonic() > deadline):
             return row
         if time.monotonic() > deadline:
             raise TaskResultDoesNotExist(f"{job_id}: the broker has it, the Job table not yet")
