@@ -8,6 +8,9 @@ and, once the child has died for whatever reason, to acknowledge its finished ou
 its other jobs back. Writes are ordered so that a child killed mid-write leaves a slot that tells
 no lie: an outcome is in the buffer before its lease is marked done, and the buffer's length is
 raised only once the outcome's bytes are in place.
+
+The slot is one shared anonymous mapping: the kernel gives it zeroed pages as they are first
+touched, so the outcome buffer costs only the pages its outcomes have used, not its whole size.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import json
+import mmap
 import os
 import signal
 import time
@@ -129,10 +133,13 @@ class Slot:
     dead, ``remains``."""
 
     def __init__(self, context: Any, size: int, buffer_bytes: int = BUFFER_BYTES) -> None:
-        self.header = context.RawValue(SlotHeader)
+        entries = LeaseEntry * size
+        start = ctypes.sizeof(SlotHeader)
+        self._memory = mmap.mmap(-1, start + ctypes.sizeof(entries) + buffer_bytes)
+        self.header = SlotHeader.from_buffer(self._memory)
         self.header.running = -1
-        self.entries = context.RawArray(LeaseEntry, size)
-        self.buffer = context.RawArray(ctypes.c_char, buffer_bytes)
+        self.entries = entries.from_buffer(self._memory, start)
+        self.buffer = memoryview(self._memory)[start + ctypes.sizeof(entries) :]
         self.lock = context.Lock()
         # The child's own index of its entries (a forked copy each): no scan per job.
         self._free = list(range(size - 1, -1, -1))
@@ -192,7 +199,7 @@ class Slot:
             h = self.header
             if record is not None:
                 start = h.buffered
-                ctypes.memmove(ctypes.addressof(self.buffer) + start, record, len(record))
+                self.buffer[start : start + len(record)] = record
                 h.buffered = start + len(record)
             index = self._where[message.id]
             self.entries[index].state = DONE

@@ -11,6 +11,7 @@ current job; a second signal stops them at once.
 
 from __future__ import annotations
 
+import gc
 import logging
 import multiprocessing
 import os
@@ -277,6 +278,11 @@ class Supervisor:
             name=child.name,
             daemon=True,
         )
+        # What exists now stays out of the collector's reach, here and in the child: a full
+        # collection in either would write to every page holding a tracked object, and both
+        # would end up with private copies of pages they could share (copy-on-write).
+        gc.collect()
+        gc.freeze()
         child.process.start()
 
     # -- children that end -----------------------------------------------------------------------

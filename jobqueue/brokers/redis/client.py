@@ -17,6 +17,15 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+try:
+    from redis.driver_info import DriverInfo
+except ImportError:  # redis < 7.1 reads its version once, as a default argument
+    IDENTITY: dict[str, Any] = {}
+else:
+    # Read once: left to redis-py, every client made reads the package's metadata again, which
+    # costs a worker child megabytes of pages it would otherwise share with its supervisor.
+    IDENTITY = {"driver_info": DriverInfo()}
+
 from jobqueue.brokers.redis import scripts as lua
 from jobqueue.conf import get_settings
 from jobqueue.exceptions import BrokerError
@@ -50,6 +59,7 @@ class Transport:
             "socket_connect_timeout": connect_timeout,
             "socket_timeout": socket_timeout,
             "retry": Retry(NoBackoff(), 0),
+            **IDENTITY,
         }
         self._client: Any = None
         self._blocking: Any = None
