@@ -137,3 +137,25 @@ def test_a_kill_decided_for_a_job_spares_the_child_once_it_has_moved_on():
     finally:
         child.kill()
         child.wait()
+
+
+def _child_finishes(slot: Slot, batch: list[Message]) -> None:
+    slot.claimed(batch)
+    assert slot.begin(batch[0])
+    slot.finished(batch[0], encode_outcome(outcome(batch[0])))
+    assert slot.begin(batch[1])
+
+
+def test_what_a_forked_child_writes_is_what_its_supervisor_reads():
+    """The slot's memory is shared with the child, not copied into it at the fork."""
+    slot = Slot(CONTEXT, 4)
+    batch = [message(i, token=20 + i) for i in range(3)]
+    child = CONTEXT.Process(target=_child_finishes, args=(slot, batch))
+    child.start()
+    child.join(timeout=30)
+    assert child.exitcode == 0
+    remains = slot.remains()
+    assert remains.outcomes == [outcome(batch[0])]
+    assert remains.ran == [batch[1].lease]
+    assert remains.unstarted == [batch[2].lease]
+    assert slot.jobs_done == 1
