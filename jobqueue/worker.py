@@ -280,7 +280,9 @@ class Supervisor:
         )
         # What exists now stays out of the collector's reach, here and in the child: a full
         # collection in either would write to every page holding a tracked object, and both
-        # would end up with private copies of pages they could share (copy-on-write).
+        # would end up with private copies of pages they could share (copy-on-write). Garbage
+        # is collected first, since a frozen object is never collected; after the first fork,
+        # that collection only visits what was made since the previous one.
         gc.collect()
         gc.freeze()
         child.process.start()
