@@ -17,15 +17,6 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-try:
-    from redis.driver_info import DriverInfo
-except ImportError:  # redis < 7.1 reads its version once, as a default argument
-    IDENTITY: dict[str, Any] = {}
-else:
-    # Read once: left to redis-py, every client made reads the package's metadata again, which
-    # costs a worker child megabytes of pages it would otherwise share with its supervisor.
-    IDENTITY = {"driver_info": DriverInfo()}
-
 from jobqueue.brokers.redis import scripts as lua
 from jobqueue.conf import get_settings
 from jobqueue.exceptions import BrokerError
@@ -35,6 +26,16 @@ MAX_WAIT = 4.0  # seconds a blocking wait may last; the blocking client's timeou
 # others are fenced by tokens or act only on what is due). ENQUEUE, CANCEL and REQUEUE are safe
 # to run twice but their second reply would be wrong: an error tells the caller instead.
 IDEMPOTENT = frozenset({"CLAIM", "FINISH", "RELEASE", "RENEW", "PROMOTE", "RECOVER"})
+
+try:
+    from redis.driver_info import DriverInfo
+except ImportError:  # an older redis-py reads its version once, as a default argument
+    IDENTITY: dict[str, Any] = {}
+else:
+    # What CLIENT SETINFO tells Redis, read once: left to redis-py, every client made reads the
+    # package's metadata again, which in a worker child copies about 3 MB of pages it would
+    # otherwise share with its supervisor.
+    IDENTITY = {"driver_info": DriverInfo()}
 
 
 def text(value: Any) -> str:
