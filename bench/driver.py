@@ -467,8 +467,8 @@ def act_wake(adapter: common.Adapter, args: argparse.Namespace) -> dict[str, Any
                     adapter.send_stamp(k)
                 time.sleep(max(0.0, window - (time.perf_counter() - began)))
                 bucket.append(sum(voluntary_switches(p) > before[p] for p in kids))
-                if send and not r.blpop(common.LATENCY_KEY, timeout=5):
-                    raise RuntimeError("a job sent to the idle worker did not start in 5 s")
+                if send and not r.blpop(common.LATENCY_KEY, timeout=4):
+                    raise RuntimeError("a job sent to the idle worker did not start in 4 s")
     finally:
         workers.stop()
         adapter.reset()

@@ -181,10 +181,13 @@ MAIN_HEADER = [
 ]
 
 
-def main_row(row: dict[str, Any]) -> str:
+def main_row(row: dict[str, Any], spread: bool = True) -> str:
+    def c(name: str) -> str:
+        return cell(row.get(name), spread=spread)
+
     return (
-        f"| {row['label']} | {cell(row.get('enqueue'))} | {cell(row.get('bulk'))} | "
-        f"{cell(row.get('drain1'))} | {cell(row.get('drain2'))} | {lat_cell(row, 10)} | "
+        f"| {row['label']} | {c('enqueue')} | {c('bulk')} | "
+        f"{c('drain1')} | {c('drain2')} | {lat_cell(row, 10)} | "
         f"{lat_cell(row, 200)} | {cell(row.get('tree_pss'), 1, spread=False)} | "
         f"{cell(row.get('mem'), 0, spread=False)} |"
     )
@@ -689,9 +692,10 @@ def quote_in_project_readme(text: str, summary: dict[str, Any], data: dict[str, 
             + (" (quick mode: indicative only)" if data["quick"] else "")
             + f" ({data['plan']['reps']} interleaved repetitions, medians).",
             "",
-            *block(md, "| Configuration | enqueue"),
+            *MAIN_HEADER,
+            *(main_row(summary[key], spread=False) for key in order(summary)),
             "",
-            "Targets of the performance issue, measured in the same run:",
+            "Targets of the performance work, measured in the same run:",
             "",
             *block(md, "## Targets"),
         ],

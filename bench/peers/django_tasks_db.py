@@ -51,7 +51,7 @@ class DjangoTasksDbAdapter(Adapter):
         self.tasks.noop.enqueue()
 
     has_bulk = False
-    max_drain_n = 5_000  # at most a few hundred jobs/s: more would only lengthen the fill
+    max_drain_n = 2_000  # at most a few hundred jobs/s: more would only lengthen the fill
 
     def fill(self, n: int) -> None:
         from django.db import transaction

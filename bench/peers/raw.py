@@ -10,7 +10,9 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from bench.peers.common import Adapter, client, stamp_start
+import redis
+
+from bench.peers.common import Adapter, client, redis_url, stamp_start
 
 QUEUE = "bench:raw"
 
@@ -36,9 +38,10 @@ ADAPTER = RawAdapter
 
 
 def consume() -> None:
-    r = client()
+    # Blocks for as long as it is idle: no socket timeout (redis-py's default would end it).
+    r = redis.Redis.from_url(redis_url(), socket_timeout=None)
     while True:
-        _, item = r.blpop([QUEUE])
+        _, item = r.blpop([QUEUE], timeout=0)
         stamp_start(item.decode())
 
 
