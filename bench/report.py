@@ -342,6 +342,15 @@ def markdown(summary: dict[str, Any], data: dict[str, Any]) -> str:
             "None: every measurement finished, and every complete drain's `INCR` count equals "
             "its number of jobs (no job lost, none run twice)."
         )
+    if data.get("notes"):
+        lines += [
+            "",
+            "Drains cut at their time limit whose `INCR` count is below the jobs the broker "
+            "reported done (the harness stopped the worker mid-drain; a library that "
+            "acknowledges a job before running it may drop the few it held):",
+            "",
+            *(f"- {n}" for n in data["notes"]),
+        ]
     lines += ["", "![Benchmarks chart](benchmarks.png)", ""]
     return "\n".join(lines)
 

@@ -93,7 +93,7 @@ GROUPS: list[list[Config]] = [
         Config(
             "jobqueue",
             "tasks-postgresql",
-            "jobqueue, django.tasks via JobQueueBackend, database broker, PostgreSQL",
+            "jobqueue via django.tasks, database broker, PostgreSQL",
             "db-postgresql",
             needs_pg=True,
         ),
@@ -103,7 +103,7 @@ GROUPS: list[list[Config]] = [
         Config(
             "jobqueue",
             "tasks-sqlite",
-            "jobqueue, django.tasks via JobQueueBackend, database broker, SQLite",
+            "jobqueue via django.tasks, database broker, SQLite",
             "db-sqlite",
         ),
     ],
@@ -165,13 +165,13 @@ FULL = Plan(
 QUICK = Plan(
     reps=1,
     enqueue_n=2_000,
-    enqueue_cap=2,
+    enqueue_cap=1.5,
     drain_n=2_000,
-    drain_cap=4,
-    latency_n=30,
-    latency_fast_n=200,
+    drain_cap=3,
+    latency_n=20,
+    latency_fast_n=150,
     latency_cap=4,
-    idle_seconds=5,
+    idle_seconds=3,
     wake_n=5,
     memory_n=20_000,
     growth=[1_000, 10_000, 100_000],
@@ -186,6 +186,7 @@ class Harness:
         self.plan = plan
         self.samples: dict[str, dict[str, list[dict[str, Any]]]] = {}
         self.errors: list[str] = []
+        self.notes: list[str] = []
         self.env: dict[str, str] = {}
         self.pidfile = Path(tempfile.mkstemp(prefix="bench-pids-")[1])
         self.logdir = RESULTS / "logs"
@@ -275,6 +276,8 @@ class Harness:
             result = self.drive(c, "drain", n=p.drain_n, procs=2, timeout=p.drain_cap)
             if result and result.get("count_error"):
                 self.fail(c, "drain", f"the INCR counter disagrees: {result['count_error']}")
+            if result and result.get("count_note"):
+                self.notes.append(f"{c.key} drain: {result['count_note']}")
         if c.key not in SAME_LATENCY:
             idle = c.key in IDLE_ALWAYS or (c.key in IDLE_ONCE and first and rep == 0)
             self.drive(
@@ -413,6 +416,7 @@ class Harness:
             },
             "samples": self.samples,
             "errors": self.errors,
+            "notes": self.notes,
             "seconds": time.time() - self.began,
         }
 
