@@ -1,7 +1,7 @@
 """The benchmark harness: jobqueue against Celery, RQ, Dramatiq, Huey and django-tasks-db.
 
-    python -m bench            # the full run (~25 min on 2 cores), writes docs/benchmarks.md/.png
-    python -m bench --quick    # ~5 min, smaller N, one repetition (for development)
+    python -m bench            # the full run (~20 min on 2 quiet cores), writes docs/ and READMEs
+    python -m bench --quick    # ~4 min, smaller N, one repetition (for development)
 
 Builds one virtual environment per library (bench/venvs.py), starts a private redis-server,
 uses the local PostgreSQL when it answers, then measures every configuration interleaved with
