@@ -10,9 +10,13 @@ Actions:
   enqueue   one producer, one call per job: jobs/s
   bulk      the library's bulk API, batches of 1000: jobs/s
   drain     pre-enqueue N, start the worker, poll the broker: jobs/s from the first job taken to
-            none left (queued, prefetched or running); the worker's peak RSS
-  latency   idle worker; send a stamp job, the job records when it started: p50/p95/p99
+            none left (queued, prefetched or running) and, for jobqueue's Redis broker, to the
+            Job table complete; the runs counted by the no-op's INCR; the worker tree's
+            PSS/USS/RSS
+  latency   idle worker; stamp jobs at 10/s then 200/s, each records when it started:
+            p50/p95/p99 of enqueue -> start; then the idle worker tree's CPU (--idle S)
   memory    Redis used_memory before/after enqueueing N jobs: bytes per queued job
+  wake      idle worker of P children: how many wake per job sent
 """
 
 from __future__ import annotations
@@ -22,7 +26,6 @@ import contextlib
 import importlib
 import json
 import os
-import random
 import signal
 import statistics
 import subprocess
@@ -42,6 +45,7 @@ PEERS = {
     "dramatiq": "bench.peers.dramatiq",
     "huey": "bench.peers.huey",
     "django-tasks-db": "bench.peers.django_tasks_db",
+    "raw": "bench.peers.raw",
 }
 
 
@@ -89,6 +93,49 @@ def status_kb(pid: int, field: str) -> int:
     return 0
 
 
+def smaps_kb(pid: int) -> dict[str, int]:
+    """Rss, Pss, Private_Clean and Private_Dirty (kB) from /proc/<pid>/smaps_rollup."""
+    out: dict[str, int] = {}
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            for line in f:
+                name, _, rest = line.partition(":")
+                if name in ("Rss", "Pss", "Private_Clean", "Private_Dirty"):
+                    out[name] = int(rest.split()[0])
+    except (OSError, ValueError):
+        pass
+    return out
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process (all its threads) from /proc/<pid>/stat."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def voluntary_switches(pid: int) -> int:
+    """Voluntary context switches of every thread of a process: how often it went to sleep,
+    so a change means it woke up."""
+    total = 0
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return 0
+    for tid in tids:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/status") as f:
+                for line in f:
+                    if line.startswith("voluntary_ctxt_switches:"):
+                        total += int(line.split()[1])
+        except OSError:
+            pass
+    return total
+
+
 def cmdline(pid: int) -> str:
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as f:
@@ -97,28 +144,48 @@ def cmdline(pid: int) -> str:
         return ""
 
 
-def rss_report(roots: list[int]) -> dict[str, Any]:
-    """VmHWM (peak RSS) of every process of the worker trees, in MB."""
+def memory_report(roots: list[int]) -> dict[str, Any]:
+    """PSS, USS and RSS of every process of the worker trees, in MB.
+
+    PSS (proportional set size) charges each page shared by k processes 1/k to each, so the PSS
+    of a tree is what the tree costs the machine; USS (Private_Clean + Private_Dirty) is what a
+    process alone holds, what one more child adds. The supervisor is a root that forked
+    children; the job processes are those children, or the roots where nothing forks."""
     procs = []
     for root in roots:
+        kids = children_map()
         for pid in tree(root):
-            hwm = status_kb(pid, "VmHWM")
-            if hwm:
-                procs.append(
-                    {
-                        "pid": pid,
-                        "root": pid == root,
-                        "hwm_mb": hwm / 1024,
-                        "cmd": cmdline(pid)[:120],
-                    }
-                )
-    kids = [p["hwm_mb"] for p in procs if not p["root"]]
-    tops = [p["hwm_mb"] for p in procs if p["root"]]
+            m = smaps_kb(pid)
+            if not m:
+                continue
+            procs.append(
+                {
+                    "pid": pid,
+                    "root": pid == root,
+                    "forks": pid == root and bool(kids.get(pid)),
+                    "pss_mb": m.get("Pss", 0) / 1024,
+                    "uss_mb": (m.get("Private_Clean", 0) + m.get("Private_Dirty", 0)) / 1024,
+                    "rss_mb": m.get("Rss", 0) / 1024,
+                    "hwm_mb": status_kb(pid, "VmHWM") / 1024,
+                    "cmd": cmdline(pid)[:120],
+                }
+            )
+    sups = [p for p in procs if p["forks"]]
+    jobs = [p for p in procs if not p["root"]] or [p for p in procs if p["root"]]
+
+    def top(rows: list[dict[str, Any]], field: str) -> float | None:
+        return max((p[field] for p in rows), default=None)
+
     return {
-        "rss_max_mb": max([*kids, *tops], default=0.0),
-        # The processes that run jobs: the children where the worker forks some, else the roots.
-        "rss_job_proc_mb": max(kids) if kids else max(tops, default=0.0),
-        "rss_tree_mb": sum(p["hwm_mb"] for p in procs),
+        "tree_pss_mb": sum(p["pss_mb"] for p in procs),
+        "tree_uss_mb": sum(p["uss_mb"] for p in procs),
+        "sup_pss_mb": top(sups, "pss_mb"),
+        "sup_rss_mb": top(sups, "rss_mb"),
+        "child_pss_mb": top(jobs, "pss_mb"),
+        "child_rss_mb": top(jobs, "rss_mb"),
+        "child_uss_mb": top(jobs, "uss_mb"),
+        "rss_job_proc_mb": top(jobs, "hwm_mb"),  # peak RSS (VmHWM), as measured before
+        "rss_max_mb": top(procs, "hwm_mb"),
         "processes": procs,
     }
 
@@ -210,11 +277,11 @@ def act_bulk(adapter: common.Adapter, args: argparse.Namespace) -> dict[str, Any
 def act_drain(adapter: common.Adapter, args: argparse.Namespace) -> dict[str, Any]:
     """Pre-enqueue ``n``, start the worker, poll the broker. ``window``: stop once that many are
     done (the growth measurement: the rate while the queue is still ``n`` deep)."""
-    n = args.n
+    n = args.n if args.window else min(args.n, adapter.max_drain_n or args.n)
     window = min(args.window or n, n)
     adapter.reset()
     t0 = time.perf_counter()
-    adapter.enqueue_bulk(n) if adapter.has_bulk else [adapter.enqueue_one() for _ in range(n)]
+    adapter.fill(n)
     fill_seconds = time.perf_counter() - t0
     before = adapter.remaining()
     if before < n:
@@ -241,24 +308,38 @@ def act_drain(adapter: common.Adapter, args: argparse.Namespace) -> dict[str, An
                 workers.check()
             time.sleep(adapter.poll_interval)
         if done_at is not None and window == n and adapter.tracked() is not None:
-            while time.perf_counter() < deadline:
-                adapter.sync()
+            # Until the Job table shows every job succeeded, as the worker's own tracking writes
+            # it: nothing here helps it along.
+            while time.perf_counter() < max(deadline, done_at + 10):
                 if adapter.tracked() >= n:
                     tracked_at = time.perf_counter()
                     break
-                time.sleep(0.02)
-        result.update(rss_report(workers.pids()))
+                time.sleep(0.01)
+        result.update(memory_report(workers.pids()))
     finally:
         workers.stop()
-        adapter.reset()
+    runs = common.counted()  # the no-op's INCR: every run, whatever the library says
+    adapter.reset()
     start = first if first is not None else spawned
     end = done_at if done_at is not None else time.perf_counter()
     span = max(end - start, 1e-9)
+    problem = note = None
+    if done_at is not None and window == n:
+        problem = None if runs == n else f"{n} jobs, {runs} runs counted"
+    elif runs > n:
+        problem = f"{n} jobs, {runs} runs counted (some ran twice)"
+    elif runs < done:
+        # Stopped mid-drain by the harness: a library that acknowledges a job before running
+        # it (Celery without acks_late) may drop the few it held at shutdown.
+        note = f"cut at the time limit: {done} jobs reported done, {runs} runs counted"
     result.update(
         rate=(window if done_at else done) / span,
         n=n,
         window=window,
         done=done,
+        runs=runs,
+        count_error=problem,
+        count_note=note,
         partial=done_at is None,
         seconds=span,
         startup_seconds=(first - spawned) if first else None,
@@ -269,50 +350,143 @@ def act_drain(adapter: common.Adapter, args: argparse.Namespace) -> dict[str, An
     return result
 
 
+def percentiles(samples: list[float]) -> dict[str, float | None]:
+    if not samples:
+        return {"p50": None, "p95": None, "p99": None}
+    ordered = sorted(samples)
+    if len(ordered) == 1:
+        return {"p50": ordered[0], "p95": ordered[0], "p99": ordered[0]}
+    q = statistics.quantiles(ordered, n=100, method="inclusive")
+    return {"p50": statistics.median(ordered), "p95": q[94], "p99": q[98]}
+
+
+def wait_ready(adapter: common.Adapter, workers: Workers, r: Any) -> None:
+    """Until the worker runs jobs at all (imports, connections)."""
+    ready_by = time.time() + 60
+    while True:
+        adapter.send_stamp(-1)
+        if r.blpop(common.LATENCY_KEY, timeout=2):
+            break
+        workers.check()
+        if time.time() > ready_by:
+            raise RuntimeError("worker did not start a job within 60 s")
+
+
+def paced(
+    adapter: common.Adapter, r: Any, rate: float, n: int, base: int, cap: float
+) -> tuple[list[float], float]:
+    """Send ``n`` stamp jobs at ``rate`` per second (open loop: on a fixed schedule, whatever the
+    replies), then collect when each started: enqueue -> start, in ms; and the rate achieved
+    (lower than ``rate`` if one enqueue takes longer than the interval)."""
+    r.delete(common.LATENCY_KEY)
+    sent: dict[int, float] = {}
+    began = time.perf_counter()
+    for k in range(n):
+        delay = began + k / rate - time.perf_counter()
+        if delay > 0:
+            time.sleep(delay)
+        sent[base + k] = time.time()
+        adapter.send_stamp(base + k)
+        if time.perf_counter() - began > cap:
+            break
+    sending = time.perf_counter() - began
+    started: dict[int, float] = {}
+    deadline = time.time() + 10
+    while len(started) < len(sent) and time.time() < deadline:
+        time.sleep(0.02)
+        for item in r.lrange(common.LATENCY_KEY, 0, -1):
+            j, at = item.decode().split()
+            if int(j) in sent:
+                started[int(j)] = float(at)
+    samples = [(at - sent[j]) * 1000 for j, at in started.items()]
+    return samples, (len(sent) - 1) / max(sending, 1e-9) if len(sent) > 1 else rate
+
+
 def act_latency(adapter: common.Adapter, args: argparse.Namespace) -> dict[str, Any]:
+    """An idle worker (``procs`` processes); stamp jobs at 10/s, then at 200/s; then, with
+    ``idle`` > 0, the CPU the idle worker's whole process tree uses over that many seconds."""
     adapter.reset()
     r = common.client()
     workers = Workers(adapter, args.procs, args.worker_log)
-    samples: list[float] = []
+    result: dict[str, Any] = {}
     try:
-        # Wait until the worker runs jobs at all (imports, connections), then let it go idle.
-        ready_by = time.time() + 60
-        while True:
-            adapter.send_stamp(-1)
-            if r.blpop(common.LATENCY_KEY, timeout=2):
-                break
-            workers.check()
-            if time.time() > ready_by:
-                raise RuntimeError("worker did not start a job within 60 s")
-        time.sleep(0.5)
-        r.delete(common.LATENCY_KEY)
-        deadline = time.time() + args.timeout
-        for i in range(args.n):
-            time.sleep(random.uniform(0.01, 0.02))
-            sent = time.time()
-            adapter.send_stamp(i)
-            reply = r.blpop(common.LATENCY_KEY, timeout=10)
-            if reply is None:
-                break
-            j, started = reply[1].decode().split()
-            if int(j) == i:
-                samples.append(float(started) - sent)
-            if time.time() > deadline and len(samples) >= 20:
-                break
+        wait_ready(adapter, workers, r)
+        for phase, (rate, n) in enumerate(((10, args.n), (200, args.n_fast))):
+            time.sleep(0.5)  # idle again
+            samples, sent_rate = paced(adapter, r, rate, n, (phase + 1) * 1_000_000, args.timeout)
+            p = percentiles(samples)
+            result.update(
+                {f"{k}_{rate}": v for k, v in p.items()}
+                | {
+                    f"n_{rate}": len(samples),
+                    f"sent_rate_{rate}": sent_rate,
+                    f"samples_{rate}": [round(x, 4) for x in samples],
+                    f"partial_{rate}": len(samples) < n,
+                }
+            )
+        if args.idle:
+            time.sleep(1.0)
+            pids = [p for root in workers.pids() for p in tree(root)]
+            before = sum(cpu_seconds(p) for p in pids)
+            began = time.perf_counter()
+            time.sleep(args.idle)
+            used = sum(cpu_seconds(p) for p in pids) - before
+            result["idle_cpu_pct"] = 100 * used / (time.perf_counter() - began)
+            result["idle_processes"] = len(pids)
     finally:
         workers.stop()
         adapter.reset()
-    if not samples:
-        return {"p50": None, "n": 0}
-    samples.sort()
-    q = statistics.quantiles(samples, n=100, method="inclusive")
+    # the 10/s figures under the names the report has always read
+    result.update(p50=result.get("p50_10"), p95=result.get("p95_10"), p99=result.get("p99_10"))
+    result.update(n=result.get("n_10", 0), partial=result.get("partial_10", True))
+    return result
+
+
+def act_wake(adapter: common.Adapter, args: argparse.Namespace) -> dict[str, Any]:
+    """How many of a worker's ``procs`` idle children one job wakes.
+
+    A child counts as awake in a window if it went to sleep again within it (a voluntary context
+    switch of any of its threads). Rounds alternate a window with no job (the idle baseline: an
+    idle child also wakes on its own timers) and a window that starts when one job is sent. With
+    ``c`` children each awake in a quiet window with probability ``p = idle / c``, a job that
+    wakes ``k`` of them shows ``k + (c - k) p`` awake, so ``k = (awake - idle) / (1 - p)``."""
+    adapter.reset()
+    r = common.client()
+    workers = Workers(adapter, args.procs, args.worker_log)
+    window = 0.03
+    awake: list[int] = []
+    idle: list[int] = []
+    try:
+        wait_ready(adapter, workers, r)
+        time.sleep(1.0)
+        kids = [p for root in workers.pids() for p in tree(root) if p != root]
+        for k in range(args.n):
+            for bucket, send in ((idle, False), (awake, True)):
+                time.sleep(0.3)  # the previous job's acknowledgement is over
+                before = {p: voluntary_switches(p) for p in kids}
+                began = time.perf_counter()
+                if send:
+                    adapter.send_stamp(k)
+                time.sleep(max(0.0, window - (time.perf_counter() - began)))
+                bucket.append(sum(voluntary_switches(p) > before[p] for p in kids))
+                if send and not r.blpop(common.LATENCY_KEY, timeout=4):
+                    raise RuntimeError("a job sent to the idle worker did not start in 4 s")
+    finally:
+        workers.stop()
+        adapter.reset()
+    c = len(kids)
+    mean_awake = statistics.mean(awake) if awake else None
+    mean_idle = statistics.mean(idle) if idle else None
+    woken = None
+    if c and mean_awake is not None and mean_idle is not None and mean_idle < c:
+        woken = (mean_awake - mean_idle) / (1 - mean_idle / c)
     return {
-        "p50": statistics.median(samples) * 1000,
-        "p95": q[94] * 1000,
-        "p99": q[98] * 1000,
-        "max": samples[-1] * 1000,
-        "n": len(samples),
-        "partial": len(samples) < args.n,
+        "children": c,
+        "woken_per_job": woken,
+        "awake_with_job": mean_awake,
+        "awake_idle": mean_idle,
+        "window": window,
+        "n": len(awake),
     }
 
 
@@ -341,6 +515,7 @@ ACTIONS = {
     "drain": act_drain,
     "latency": act_latency,
     "memory": act_memory,
+    "wake": act_wake,
 }
 
 
@@ -351,6 +526,8 @@ def main() -> None:
     parser.add_argument("action", choices=ACTIONS)
     parser.add_argument("--n", type=int, default=10_000)
     parser.add_argument("--window", type=int, default=0)
+    parser.add_argument("--n-fast", type=int, default=400, help="latency: jobs at 200/s")
+    parser.add_argument("--idle", type=float, default=0, help="latency: idle CPU over S s")
     parser.add_argument("--procs", type=int, default=1)
     parser.add_argument("--timeout", type=float, default=60.0)
     parser.add_argument("--worker-log", type=Path)

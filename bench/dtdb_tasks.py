@@ -2,12 +2,12 @@
 
 from django_tasks import task
 
-from bench.peers.common import stamp_start
+from bench.peers.common import count, stamp_start
 
 
 @task()
 def noop():
-    pass
+    count()
 
 
 @task()

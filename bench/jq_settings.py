@@ -3,6 +3,8 @@
 BENCH_BROKER   redis | database
 BENCH_DB       postgresql | sqlite   (the Job table; the queue itself with the database broker)
 BENCH_TRACKING 1 | 0                 (JOBQUEUE["TRACKING"], the Redis broker's Job table rows)
+BENCH_FRAMEWORK 1 | 0                (Django's tasks framework: TASKS through JobQueueBackend)
+BENCH_JQ_POLL  seconds               (JOBQUEUE["POLL_INTERVAL"]; unset: jobqueue's default)
 BENCH_REDIS_URL, BENCH_PG_NAME, BENCH_SQLITE_PATH  set by the harness.
 """
 
@@ -41,12 +43,18 @@ if os.environ.get("BENCH_BROKER", "redis") == "redis":
 else:
     BROKER = {"BACKEND": "jobqueue.brokers.database.DatabaseBroker"}
 
-# An idle worker on SQLite polls; 0.05 s, like django-tasks-db's db_worker --interval here.
-JOBQUEUE = {
-    "BROKER": BROKER,
-    "POLL_INTERVAL": float(os.environ.get("BENCH_JQ_POLL", "0.05")),
-    "TRACKING": os.environ.get("BENCH_TRACKING", "1") == "1",
-}
+# jobqueue's default settings but the broker and tracking: the targets are about the defaults.
+JOBQUEUE = {"BROKER": BROKER, "TRACKING": os.environ.get("BENCH_TRACKING", "1") == "1"}
+if os.environ.get("BENCH_JQ_POLL"):
+    JOBQUEUE["POLL_INTERVAL"] = float(os.environ["BENCH_JQ_POLL"])
+
+if os.environ.get("BENCH_FRAMEWORK") == "1":
+    import django
+
+    if django.VERSION < (6, 0):
+        INSTALLED_APPS.append("django_tasks")  # the backport's app
+    TASKS = {"default": {"BACKEND": "jobqueue.backend.JobQueueBackend"}}
+    JOBQUEUE["TASK_MODULES"] = ["bench.jqapp.ftasks"]
 
 LOGGING = {
     "version": 1,

@@ -14,23 +14,44 @@ from bench import venvs
 
 ROOT = Path(__file__).resolve().parent.parent
 
-# metric key -> (sample key, field)
+# metric key -> (sample key, field): the median (min-max) over repetitions
 FIELDS = {
     "enqueue": ("enqueue", "rate"),
     "bulk": ("bulk", "rate"),
-    "drain1": ("drain-1", "rate"),
-    "drain2": ("drain-2", "rate"),
-    "tracked2": ("drain-2", "tracked_rate"),
+    "drain1q": ("drain-1", "rate"),  # until the queue is empty
+    "drain2q": ("drain-2", "rate"),
+    "tracked2": ("drain-2", "tracked_rate"),  # until the Job table is complete
     "tracked1": ("drain-1", "tracked_rate"),
-    "p50": ("latency", "p50"),
-    "p95": ("latency", "p95"),
-    "p99": ("latency", "p99"),
+    "p50": ("latency", "p50_10"),  # per repetition (the chart); the tables pool the samples
     "rss": ("drain-2", "rss_job_proc_mb"),
     "rss_max": ("drain-2", "rss_max_mb"),
+    "tree_pss": ("drain-2", "tree_pss_mb"),
+    "tree_uss": ("drain-2", "tree_uss_mb"),
+    "sup_pss": ("drain-2", "sup_pss_mb"),
+    "sup_rss": ("drain-2", "sup_rss_mb"),
+    "child_pss": ("drain-2", "child_pss_mb"),
+    "child_rss": ("drain-2", "child_rss_mb"),
+    "child_uss": ("drain-2", "child_uss_mb"),
+    "idle_cpu": ("latency", "idle_cpu_pct"),
+    "woken": ("wake", "woken_per_job"),
+    "awake_idle": ("wake", "awake_idle"),
     "mem": ("memory", "bytes_per_job"),
     "mem_synced": ("memory", "bytes_per_job_after_sync"),
 }
-HIGHER_BETTER = {"enqueue", "bulk", "drain1", "drain2", "tracked2", "tracked1"}
+HIGHER_BETTER = {
+    "enqueue",
+    "bulk",
+    "drain1",
+    "drain2",
+    "drain1q",
+    "drain2q",
+    "tracked1",
+    "tracked2",
+}
+NOT_PARTIAL = {"enqueue", "bulk", "drain1q", "drain2q", "tracked1", "tracked2", "p50"}
+# The headline drain of jobqueue's Redis broker with tracking on: until the Job table is complete.
+TRACKED = {"jobqueue/redis", "jobqueue/redis-sqlite"}
+RATES = (10, 200)  # latency: stamp jobs per second
 
 
 def stats(values: list[float]) -> dict[str, float] | None:
@@ -42,6 +63,22 @@ def stats(values: list[float]) -> dict[str, float] | None:
         "min": min(values),
         "max": max(values),
         "n": len(values),
+    }
+
+
+def pooled(samples: list[dict[str, Any]], rate: int) -> dict[str, Any] | None:
+    """Latency percentiles over the samples of every repetition together."""
+    values = sorted(v for x in samples for v in x.get(f"samples_{rate}", []))
+    if not values:
+        return None
+    q = statistics.quantiles(values, n=100, method="inclusive") if len(values) > 1 else []
+    return {
+        "p50": statistics.median(values),
+        "p95": q[94] if q else values[0],
+        "p99": q[98] if q else values[0],
+        "n": len(values),
+        "partial": any(x.get(f"partial_{rate}") for x in samples),
+        "sent_rate": min((x.get(f"sent_rate_{rate}") or rate) for x in samples),
     }
 
 
@@ -58,12 +95,13 @@ def summarize(data: dict[str, Any]) -> dict[str, Any]:
         for name, (sample_key, field) in FIELDS.items():
             samples = metrics.get(sample_key, [])
             s = stats([x.get(field) for x in samples])
-            if s:
-                if name not in ("rss", "rss_max", "mem", "mem_synced"):
-                    s["partial"] = any(x.get("partial") for x in samples)
-                if sample_key == "latency":
-                    s["samples"] = min(x.get("n", 0) for x in samples)
+            if s and name in NOT_PARTIAL:
+                s["partial"] = any(x.get("partial") for x in samples)
             row[name] = s
+        for procs in (1, 2):
+            row[f"drain{procs}"] = row[f"tracked{procs}" if key in TRACKED else f"drain{procs}q"]
+        for rate in RATES:
+            row[f"lat{rate}"] = pooled(metrics.get("latency", []), rate)
         for sample_key, samples in metrics.items():
             if sample_key.startswith("growth-"):
                 depth = int(sample_key.split("-")[1])
@@ -114,6 +152,47 @@ def order(summary: dict[str, Any]) -> list[str]:
     ]
 
 
+def lat(row: dict[str, Any] | None, rate: int, field: str) -> float | None:
+    s = (row or {}).get(f"lat{rate}")
+    return s[field] if s else None
+
+
+def lat_cell(row: dict[str, Any], rate: int) -> str:
+    s = row.get(f"lat{rate}")
+    if not s:
+        return "—"
+    text = " / ".join(fmt(s[x], 1 if s[x] < 100 else 0) for x in ("p50", "p99"))
+    if s.get("sent_rate", rate) < 0.9 * rate:  # the producer could not enqueue that fast
+        text += f" (sent at {s['sent_rate']:.0f}/s)"
+    return text + (f" (n={s['n']})" if s.get("partial") else "")
+
+
+def pair(a: float | None, b: float | None, digits: int = 1) -> str:
+    if a is None and b is None:
+        return "—"
+    return f"{fmt(a, digits)} / {fmt(b, digits)}"
+
+
+MAIN_HEADER = [
+    "| Configuration | enqueue /s | bulk enqueue /s | drain, 1 proc /s | drain, 2 procs /s "
+    "| latency at 10/s, p50 / p99 ms | latency at 200/s, p50 / p99 ms | worker PSS MB "
+    "| Redis B/job |",
+    "|---|--:|--:|--:|--:|--:|--:|--:|--:|",
+]
+
+
+def main_row(row: dict[str, Any], spread: bool = True) -> str:
+    def c(name: str) -> str:
+        return cell(row.get(name), spread=spread)
+
+    return (
+        f"| {row['label']} | {c('enqueue')} | {c('bulk')} | "
+        f"{c('drain1')} | {c('drain2')} | {lat_cell(row, 10)} | "
+        f"{lat_cell(row, 200)} | {cell(row.get('tree_pss'), 1, spread=False)} | "
+        f"{cell(row.get('mem'), 0, spread=False)} |"
+    )
+
+
 def markdown(summary: dict[str, Any], data: dict[str, Any]) -> str:
     m = data["machine"]
     plan = data["plan"]
@@ -128,46 +207,42 @@ def markdown(summary: dict[str, Any], data: dict[str, Any]) -> str:
         + f" in {data['seconds'] / 60:.0f} min.",
         "",
         f"{plan['reps']} repetition(s), configurations interleaved with jobqueue's; each cell is "
-        "the median, with (min–max) when repeated. Enqueue: one producer, "
-        f"{plan['enqueue_n']:,} jobs (at most {plan['enqueue_cap']:g} s). Drain: "
-        f"{plan['drain_n']:,} no-op jobs pre-enqueued, rate from the first job taken to none "
-        "left queued, prefetched or running, polled on the broker (worker start-up excluded; "
-        f"a run is cut at {plan['drain_cap']:g} s and then counts the jobs done so far, marked "
-        "\\*). Latency: enqueue → start on an idle worker (1 process). RSS: the largest peak "
-        "(VmHWM) of the processes that run jobs, during the 2-process drain. Redis memory: "
-        f"used_memory after enqueueing {plan['memory_n']:,} jobs, per job. How each is measured: "
+        "the median, with (min–max) when repeated. Every library's no-op job does one Redis "
+        "`INCR` on the bench's Redis: the same round trip per job for all, and a count of runs "
+        "that every complete drain must match. jobqueue runs with its default settings. "
+        f"Enqueue: one producer, {plan['enqueue_n']:,} jobs (at most {plan['enqueue_cap']:g} s). "
+        f"Drain: {plan['drain_n']:,} jobs pre-enqueued (fewer where a library enqueues one at a "
+        "time), rate from the first job taken to none left queued, prefetched or running "
+        "(jobqueue's Redis broker with tracking on: to the `Job` table complete), polled on the "
+        f"broker (worker start-up excluded; a run is cut at {plan['drain_cap']:g} s and then "
+        "counts the jobs done so far, marked \\*); 1 process in the first repetition only. "
+        "Latency: enqueue → start on an idle 1-process worker, stamp jobs sent on a fixed "
+        f"schedule at 10/s ({plan['latency_n']} a repetition) and at 200/s "
+        f"({plan['latency_fast_n']}), percentiles over the samples of all repetitions. Worker "
+        "PSS: the proportional set size of the whole 2-process worker (every process of its "
+        "tree) at the end of the drain. Redis memory: used_memory after enqueueing "
+        f"{plan['memory_n']:,} jobs, per job. How each is measured: "
         "[bench/README.md](../bench/README.md).",
         "",
-        "| Configuration | enqueue /s | bulk enqueue /s | drain, 1 proc /s | drain, 2 procs /s "
-        "| latency p50 / p95 / p99 ms | worker RSS MB | Redis B/job |",
-        "|---|--:|--:|--:|--:|--:|--:|--:|",
+        *MAIN_HEADER,
     ]
     for key in order(summary):
-        row = summary[key]
-        lat = "—"
-        if row.get("p50"):
-            lat = " / ".join(
-                fmt(med(row, x), 1 if med(row, x) < 100 else 0) for x in ("p50", "p95", "p99")
-            )
-            if row["p50"].get("partial"):
-                lat += f" (n={row['p50']['samples']})"
-        lines.append(
-            f"| {row['label']} | {cell(row.get('enqueue'))} | {cell(row.get('bulk'))} | "
-            f"{cell(row.get('drain1'))} | {cell(row.get('drain2'))} | {lat} | "
-            f"{cell(row.get('rss'), 1, spread=False)} | {cell(row.get('mem'), 0, spread=False)} |"
-        )
+        lines.append(main_row(summary[key]))
+    lines += ["", "## Targets (issue 13)", "", *targets(summary, plan), ""]
+    lines += memory_section(summary)
+    lines += tasks_section(summary)
     lines += [
         "",
         "## Ratios to jobqueue",
         "",
         "How many times better jobqueue is (its figure ÷ the peer's for rates; the peer's ÷ "
-        "jobqueue's for latency, RSS and memory): above 1× jobqueue wins. Redis peers are "
+        "jobqueue's for latency and memory): above 1× jobqueue wins. Redis peers are "
         "compared with jobqueue's Redis broker, django-tasks-db with jobqueue's database broker "
         "on the same database.",
         "",
         "| Configuration | compared with | enqueue | bulk | drain 1 proc | drain 2 procs "
-        "| latency p50 | p99 | RSS | Redis B/job |",
-        "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|",
+        "| p50 at 10/s | p99 at 10/s | p50 at 200/s | p99 at 200/s | worker PSS | Redis B/job |",
+        "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
     ]
     for key in order(summary):
         row = summary[key]
@@ -177,8 +252,14 @@ def markdown(summary: dict[str, Any], data: dict[str, Any]) -> str:
         ref = summary.get(ref_key) or summary.get("jobqueue/redis-sqlite")
         cells = [
             ratio(med(ref, n), med(row, n), n in HIGHER_BETTER)
-            for n in ("enqueue", "bulk", "drain1", "drain2", "p50", "p99", "rss", "mem")
+            for n in ("enqueue", "bulk", "drain1", "drain2")
         ]
+        cells += [
+            ratio(lat(ref, rate, f), lat(row, rate, f), False)
+            for rate in RATES
+            for f in ("p50", "p99")
+        ]
+        cells += [ratio(med(ref, n), med(row, n), False) for n in ("tree_pss", "mem")]
         lines.append(f"| {row['label']} | {ref_key} | " + " | ".join(cells) + " |")
 
     jq = summary.get("jobqueue/redis") or summary.get("jobqueue/redis-sqlite")
@@ -188,15 +269,15 @@ def markdown(summary: dict[str, Any], data: dict[str, Any]) -> str:
             "## Job tracking (Redis broker)",
             "",
             "jobqueue's Redis broker records every job in the `Job` table, in batches from an "
-            'event stream, unless `JOBQUEUE["TRACKING"]` is `False`. Below, the drain rate '
-            "counted until the queue is empty, and counted until the `Job` table shows every job "
-            "succeeded (the supervisor folds the stream in every 0.5 s; the harness calls "
-            "`broker.sync()` once the queue is empty).",
+            'event stream that the supervisor folds in, unless `JOBQUEUE["TRACKING"]` is '
+            "`False`. Below, the drain rate counted until the queue is empty, and counted until "
+            "the `Job` table shows every job succeeded (the harness only reads the table: the "
+            "worker's own tracking writes it). The main table shows the latter.",
             "",
             "| | 1 proc /s | 2 procs /s |",
             "|---|--:|--:|",
-            f"| tracking on: queue empty (jobs done) | {cell(jq.get('drain1'))} | "
-            f"{cell(jq.get('drain2'))} |",
+            f"| tracking on: queue empty (jobs done) | {cell(jq.get('drain1q'))} | "
+            f"{cell(jq.get('drain2q'))} |",
             f"| tracking on: `Job` table complete | {cell(jq.get('tracked1'))} | "
             f"{cell(jq.get('tracked2'))} |",
         ]
@@ -220,7 +301,8 @@ def markdown(summary: dict[str, Any], data: dict[str, Any]) -> str:
             "## Queue depth",
             "",
             f"Drain rate of the first {plan['growth_window']:,} jobs (all of them for a "
-            "smaller queue), 2 processes, with the queue this deep at start.",
+            "smaller queue), 2 processes, with the queue this deep at start (counted on the "
+            "queue, measured once, after the repetitions).",
             "",
             "| Configuration | "
             + " | ".join(f"{d:,} queued" for d in plan["growth"])
@@ -236,7 +318,7 @@ def markdown(summary: dict[str, Any], data: dict[str, Any]) -> str:
                 + " | ".join(cell(g.get(d)) for d in plan["growth"])
                 + f" | {change} |"
             )
-    lines += ["", "## Targets", "", *targets(summary, plan), ""]
+    lines.append("")
     rb = data.get("redis_benchmark") or {}
     if rb:
         lines += [
@@ -252,10 +334,106 @@ def markdown(summary: dict[str, Any], data: dict[str, Any]) -> str:
                 + " |"
             )
         lines.append("")
+    lines += ["## Errors during the run", ""]
     if data.get("errors"):
-        lines += ["## Errors during the run", ""] + [f"- {e}" for e in data["errors"]] + [""]
-    lines += ["![Benchmarks chart](benchmarks.png)", ""]
+        lines += [f"- {e}" for e in data["errors"]]
+    else:
+        lines.append(
+            "None: every measurement finished, and every complete drain's `INCR` count equals "
+            "its number of jobs (no job lost, none run twice)."
+        )
+    if data.get("notes"):
+        lines += [
+            "",
+            "Drains cut at their time limit whose `INCR` count is below the jobs the broker "
+            "reported done (the harness stopped the worker mid-drain; a library that "
+            "acknowledges a job before running it may drop the few it held):",
+            "",
+            *(f"- {n}" for n in data["notes"]),
+        ]
+    lines += ["", "![Benchmarks chart](benchmarks.png)", ""]
     return "\n".join(lines)
+
+
+def memory_section(summary: dict[str, Any]) -> list[str]:
+    lines = [
+        "## Worker memory and idle CPU",
+        "",
+        "From `/proc/<pid>/smaps_rollup` of every process of the 2-process worker at the end of "
+        "its drain (median over repetitions). PSS charges a page shared by k processes 1/k to "
+        "each, so the tree's PSS is what the worker costs the machine; USS (private pages) is "
+        "what a process alone holds: what one more child adds. The supervisor is the process "
+        "that forked the others (none where the library runs P independent processes); a job "
+        "process is a child, or each process where nothing forks (the largest is shown). Idle "
+        "CPU: utime + stime of the idle 1-process worker's whole tree (`/proc/<pid>/stat`) over "
+        "a quiet spell after its latency run, in % of one core.",
+        "",
+        "| Configuration | worker PSS MB | worker USS MB | supervisor PSS / RSS MB "
+        "| job process PSS / RSS MB | job process USS MB | idle CPU % |",
+        "|---|--:|--:|--:|--:|--:|--:|",
+    ]
+    for key in order(summary):
+        row = summary[key]
+        if not row.get("tree_pss") and not row.get("idle_cpu"):
+            continue
+        idle = med(row, "idle_cpu")
+        lines.append(
+            f"| {row['label']} | {fmt(med(row, 'tree_pss'), 1)} | {fmt(med(row, 'tree_uss'), 1)} "
+            f"| {pair(med(row, 'sup_pss'), med(row, 'sup_rss'))} "
+            f"| {pair(med(row, 'child_pss'), med(row, 'child_rss'))} "
+            f"| {fmt(med(row, 'child_uss'), 1)} | {fmt(idle, 2)} |"
+        )
+    pg = summary.get("jobqueue/db-postgresql") or {}
+    if pg.get("woken"):
+        lines += [
+            "",
+            f"Database broker on PostgreSQL, an idle worker of 4 children: one job sent wakes "
+            f"{fmt(med(pg, 'woken'), 1)} of them (a child woke if it had a voluntary context "
+            "switch within 30 ms of the job being sent, against the same count over 30 ms with "
+            f"no job: {fmt(med(pg, 'awake_idle'), 2)} awake on their own timers; see "
+            "bench/README.md).",
+        ]
+    return [*lines, ""]
+
+
+def tasks_section(summary: dict[str, Any]) -> list[str]:
+    pairs = [
+        ("jobqueue/tasks-postgresql", "django-tasks-db/postgresql"),
+        ("jobqueue/tasks-sqlite", "django-tasks-db/sqlite"),
+    ]
+    pairs = [(a, b) for a, b in pairs if a in summary or b in summary]
+    if not pairs:
+        return []
+    lines = [
+        "## Django's tasks framework: `@task` through jobqueue against django-tasks-db",
+        "",
+        "The same `@django.tasks.task` no-op and stamp (the `django-tasks` 0.12 backport on "
+        "Django 5.2), enqueued with `.enqueue()` through `jobqueue.backend.JobQueueBackend` (its "
+        "database broker, default settings, run by `jobworker`) and through django-tasks-db's "
+        "backend (run by `db_worker --interval 0.05`), on the same database server.",
+        "",
+        "| Configuration | enqueue /s | drain, 2 procs /s | latency at 10/s, p50 / p99 ms "
+        "| latency at 200/s, p50 / p99 ms |",
+        "|---|--:|--:|--:|--:|",
+    ]
+    for a, b in pairs:
+        for key in (a, b):
+            row = summary.get(key)
+            if row:
+                lines.append(
+                    f"| {row['label']} | {cell(row.get('enqueue'))} | {cell(row.get('drain2'))} "
+                    f"| {lat_cell(row, 10)} | {lat_cell(row, 200)} |"
+                )
+        jq, dt = summary.get(a), summary.get(b)
+        if jq and dt:
+            lines.append(
+                f"| *jobqueue ÷ django-tasks-db* | "
+                f"{ratio(med(jq, 'enqueue'), med(dt, 'enqueue'), True)} | "
+                f"{ratio(med(jq, 'drain2'), med(dt, 'drain2'), True)} | "
+                f"{ratio(lat(jq, 10, 'p50'), lat(dt, 10, 'p50'), False)} (p50) | "
+                f"{ratio(lat(jq, 200, 'p50'), lat(dt, 200, 'p50'), False)} (p50) |"
+            )
+    return [*lines, ""]
 
 
 def best(summary: dict[str, Any], prefix: str, metric: str) -> float | None:
@@ -265,81 +443,192 @@ def best(summary: dict[str, Any], prefix: str, metric: str) -> float | None:
 
 
 def targets(summary: dict[str, Any], plan: dict[str, Any]) -> list[str]:
-    jq = summary.get("jobqueue/redis") or {}
+    """Each target of issue 13: jobqueue's figure, the peer's, their ratio, the goal, met."""
+    jq = summary.get("jobqueue/redis") or summary.get("jobqueue/redis-sqlite") or {}
     pg = summary.get("jobqueue/db-postgresql") or {}
     lite = summary.get("jobqueue/db-sqlite") or {}
-    huey_drain = best(summary, "huey/", "drain2")
-    huey_enq = best(summary, "huey/", "enqueue")
+    huey = summary.get("huey/process") or {}
+    raw = summary.get("raw/blpop") or {}
+    dt_pg = summary.get("django-tasks-db/postgresql") or {}
+    dt_lite = summary.get("django-tasks-db/sqlite") or {}
     rq_bulk = best(summary, "rq/", "bulk")
-    dt_pg = best(summary, "django-tasks-db/postgresql", "drain2")
-    dt_lite = best(summary, "django-tasks-db/sqlite", "drain2")
     g = jq.get("growth") or {}
     g_first = g.get(min(g)) if g else None
     g_last = g.get(max(g)) if g else None
-    rows: list[tuple[str, str, float | None, float | None, bool]] = [
-        # (target, measured text, value, goal, higher is better)
+    # (target, unit, jobqueue, peer name, peer, goal on the ratio jq ÷ peer or on jq itself)
+    rows: list[tuple[str, str, float | None, str, float | None, str, float]] = [
         (
-            "Redis, 2 procs, tracking on: drain ≥ 2× Huey's best",
-            "drain2",
-            med(jq, "drain2"),
-            2 * huey_drain if huey_drain else None,
-            True,
+            "Redis broker, one `.delay()` per job, ≥ 1.2× Huey's",
+            "/s",
+            med(jq, "enqueue"),
+            "Huey",
+            med(huey, "enqueue"),
+            "≥",
+            1.2,
         ),
-        (
-            "… the same, counted until the Job table is complete",
-            "tracked2",
-            med(jq, "tracked2"),
-            2 * huey_drain if huey_drain else None,
-            True,
-        ),
-        ("Enqueue, one call per job ≥ Huey's", "enqueue", med(jq, "enqueue"), huey_enq, True),
-        (
-            "Bulk enqueue ≥ 3× RQ's enqueue_many",
-            "bulk",
-            med(jq, "bulk"),
-            3 * rq_bulk if rq_bulk else None,
-            True,
-        ),
-        ("Latency p50 ≤ 0.5 ms", "p50", med(jq, "p50"), 0.5, False),
-        ("Latency p99 ≤ 2 ms", "p99", med(jq, "p99"), 2.0, False),
-        ("Worker RSS ≤ 45 MB (job process)", "rss", med(jq, "rss"), 45.0, False),
-        ("… largest process (the supervisor)", "rss_max", med(jq, "rss_max"), 45.0, False),
-        (
-            "Database broker, PostgreSQL: drain ≥ 10× django-tasks-db",
-            "drain2",
-            med(pg, "drain2"),
-            10 * dt_pg if dt_pg else None,
-            True,
-        ),
-        (
-            "Database broker, SQLite: drain ≥ 5× django-tasks-db",
-            "drain2",
-            med(lite, "drain2"),
-            5 * dt_lite if dt_lite else None,
-            True,
-        ),
-        ("Database broker, PostgreSQL: latency p50 ≤ 20 ms", "p50", med(pg, "p50"), 20.0, False),
-        (
-            f"Drain with {max(g) if g else 1_000_000:,} queued "
-            f"within 20 % of {min(g) if g else 1000:,}",
-            "growth",
-            g_last["median"] if g_last else None,
-            0.8 * g_first["median"] if g_first else None,
-            True,
-        ),
-        ("Redis memory per queued no-op job ≤ 400 B", "mem", med(jq, "mem"), 400.0, False),
-        ("… once the tracking stream is folded in", "mem", med(jq, "mem_synced"), 400.0, False),
     ]
-    out = ["| Target | measured | goal | met |", "|---|--:|--:|:-:|"]
-    for text, _, value, goal, higher in rows:
-        if value is None or goal is None:
-            out.append(f"| {text} | {fmt(value, 1)} | {fmt(goal, 1)} | not measured |")
-            continue
-        met = value >= goal if higher else value <= goal
-        how = f"{value / goal:.2f}× the goal" if higher else f"{value / goal:.2f}× the limit"
+    for rate in RATES:
+        for f in ("p50", "p99"):
+            rows.append(
+                (
+                    f"Latency enqueue → start at {rate} jobs/s, {f} ≤ Huey's",
+                    "ms",
+                    lat(jq, rate, f),
+                    "Huey",
+                    lat(huey, rate, f),
+                    "≤",
+                    1.0,
+                )
+            )
+    for rate in RATES:
+        rows.append(
+            (
+                f"Latency at {rate} jobs/s, p50 within 1.3× of a raw `LPUSH`→`BLPOP`",
+                "ms",
+                lat(jq, rate, "p50"),
+                "raw",
+                lat(raw, rate, "p50"),
+                "≤",
+                1.3,
+            )
+        )
+    rows += [
+        (
+            "2-process worker, PSS of the whole tree, ≤ 1.2× Huey's",
+            "MB",
+            med(jq, "tree_pss"),
+            "Huey",
+            med(huey, "tree_pss"),
+            "≤",
+            1.2,
+        ),
+        (
+            "Supervisor no larger than a child (PSS; RSS in the memory table)",
+            "MB",
+            med(jq, "sup_pss"),
+            "its child",
+            med(jq, "child_pss"),
+            "≤",
+            1.0,
+        ),
+        (
+            "An extra child ≤ 8 MB of its own (USS of a child)",
+            "MB",
+            med(jq, "child_uss"),
+            "Huey",
+            med(huey, "child_uss"),
+            "≤ abs",
+            8.0,
+        ),
+        (
+            "Drain until the `Job` table is complete, 2 processes, ≥ 2.5× Huey's 2 processes",
+            "/s",
+            med(jq, "tracked2"),
+            "Huey",
+            med(huey, "drain2"),
+            "≥",
+            2.5,
+        ),
+        (
+            "Database broker, SQLite, default settings: latency p50 (10 jobs/s) ≤ 15 ms",
+            "ms",
+            lat(lite, 10, "p50"),
+            "django-tasks-db",
+            lat(dt_lite, 10, "p50"),
+            "≤ abs",
+            15.0,
+        ),
+        (
+            "Database broker, SQLite: an idle worker < 1 % of a core",
+            "%",
+            med(lite, "idle_cpu"),
+            "django-tasks-db",
+            med(dt_lite, "idle_cpu"),
+            "< abs",
+            1.0,
+        ),
+        (
+            "Database broker, PostgreSQL: one job wakes one of 4 idle children",
+            "children",
+            med(pg, "woken"),
+            "",
+            None,
+            "< abs",
+            1.5,
+        ),
+        (
+            "Database broker, PostgreSQL: one `.delay()` ≥ 1.5× django-tasks-db's",
+            "/s",
+            med(pg, "enqueue"),
+            "django-tasks-db",
+            med(dt_pg, "enqueue"),
+            "≥",
+            1.5,
+        ),
+        (
+            "Keep: bulk enqueue ≥ 4× RQ's `enqueue_many`",
+            "/s",
+            med(jq, "bulk"),
+            "RQ",
+            rq_bulk,
+            "≥",
+            4.0,
+        ),
+        (
+            "Keep: database-broker drain ≥ 20× django-tasks-db, PostgreSQL",
+            "/s",
+            med(pg, "drain2"),
+            "django-tasks-db",
+            med(dt_pg, "drain2"),
+            "≥",
+            20.0,
+        ),
+        (
+            "Keep: database-broker drain ≥ 20× django-tasks-db, SQLite",
+            "/s",
+            med(lite, "drain2"),
+            "django-tasks-db",
+            med(dt_lite, "drain2"),
+            "≥",
+            20.0,
+        ),
+        (
+            f"Keep: drain flat from {min(g) if g else 1000:,} to "
+            f"{max(g) if g else 1_000_000:,} queued (within 20 %)",
+            "/s",
+            g_last["median"] if g_last else None,
+            f"{min(g) if g else 1000:,} queued",
+            g_first["median"] if g_first else None,
+            "≥",
+            0.8,
+        ),
+    ]
+    out = [
+        "| Target | jobqueue | peer | jobqueue ÷ peer | goal | met |",
+        "|---|--:|--:|--:|--:|:-:|",
+    ]
+    for text, unit, value, peer_name, peer, op, goal in rows:
+        digits = 2 if unit in ("%", "children") else 1
+        shown = f"{fmt(value, digits if (value or 0) < 100 else 0)} {unit}"
+        peer_shown = (
+            f"{fmt(peer, digits if (peer or 0) < 100 else 0)} ({peer_name})" if peer_name else "—"
+        )
+        r = value / peer if value is not None and peer else None
+        if op.endswith("abs"):
+            goal_text = f"{op.split()[0]} {goal:g} {unit}"
+            subject = value
+        else:
+            goal_text = f"{op} {goal:g}×"
+            subject = r
+        if value is None or subject is None:
+            met = "not measured"
+        else:
+            ok = {"≥": subject >= goal, "≤": subject <= goal, "<": subject < goal}[op.split()[0]]
+            met = "**yes**" if ok else "no"
         out.append(
-            f"| {text} | {fmt(value, 1 if value < 100 else 0)} | "
-            f"{fmt(goal, 1 if goal < 100 else 0)} | {'yes' if met else 'no'} ({how}) |"
+            f"| {text} | {shown if value is not None else '—'} | "
+            f"{peer_shown if peer is not None or not peer_name else '—'} | "
+            f"{f'{r:.2f}×' if r else '—'} | {goal_text} | {met} |"
         )
     if plan.get("growth") and max(plan["growth"]) < 1_000_000:
         out.append("")
@@ -362,24 +651,61 @@ def chart(summary: dict[str, Any], path: Path) -> None:
 START, END = "<!-- results:start -->", "<!-- results:end -->"
 
 
-def quote_in_readme(text: str, summary: dict[str, Any], data: dict[str, Any]) -> str:
-    """bench/README.md quotes the main table of the last run written to docs/, between markers."""
-    md = markdown(summary, data).splitlines()
-    begin = next(i for i, line in enumerate(md) if line.startswith("| Configuration"))
-    end = next(i for i in range(begin, len(md)) if not md[i].startswith("|"))
-    m = data["machine"]
-    block = [
-        START,
-        f"Last run: {data['date']}, {m['cpus']} CPUs, {m['memory_mb'] / 1024:.0f} GB RAM, "
-        f"`{data['command']}`"
-        + (" (quick mode)" if data["quick"] else "")
-        + "; everything else (ratios, tracking, queue depth, targets) in "
-        "[docs/benchmarks.md](../docs/benchmarks.md).",
-        "",
-        *md[begin:end],
-        END,
-    ]
+def block(md: list[str], title: str) -> list[str]:
+    """The table that follows the line starting with ``title`` (the line itself excluded)."""
+    begin = next(i for i, line in enumerate(md) if line.startswith(title))
+    begin = next(i for i in range(begin, len(md)) if md[i].startswith("|"))
+    end = next((i for i in range(begin, len(md)) if not md[i].startswith("|")), len(md))
+    return md[begin:end]
+
+
+def replace_between(text: str, lines: list[str]) -> str:
+    body = "\n".join([START, *lines, END])
     if START in text and END in text:
         head, rest = text.split(START, 1)
-        return head + "\n".join(block) + rest.split(END, 1)[1]
-    return text.rstrip("\n") + "\n\n## Last results\n\n" + "\n".join(block) + "\n"
+        return head + body + rest.split(END, 1)[1]
+    return text.rstrip("\n") + "\n\n## Last results\n\n" + body + "\n"
+
+
+def quote_in_readme(text: str, summary: dict[str, Any], data: dict[str, Any]) -> str:
+    """bench/README.md quotes the main table and the targets of the last run written to docs/,
+    between markers."""
+    md = markdown(summary, data).splitlines()
+    m = data["machine"]
+    return replace_between(
+        text,
+        [
+            f"Last run: {data['date']}, {m['cpus']} CPUs, {m['memory_mb'] / 1024:.0f} GB RAM, "
+            f"`{data['command']}`"
+            + (" (quick mode)" if data["quick"] else "")
+            + "; everything else (memory, django.tasks, ratios, tracking, queue depth) in "
+            "[docs/benchmarks.md](../docs/benchmarks.md).",
+            "",
+            *block(md, "| Configuration | enqueue"),
+            "",
+            *block(md, "## Targets"),
+        ],
+    )
+
+
+def quote_in_project_readme(text: str, summary: dict[str, Any], data: dict[str, Any]) -> str:
+    """The project README's Performance section: the run's date and command, the main table's
+    jobqueue rows and nearest peers, and the targets, between the same markers."""
+    md = markdown(summary, data).splitlines()
+    m = data["machine"]
+    return replace_between(
+        text,
+        [
+            f"Measured {data['date']} on {m['cpus']} CPUs, {m['memory_mb'] / 1024:.0f} GB RAM, "
+            f"by `{data['command']}`"
+            + (" (quick mode: indicative only)" if data["quick"] else "")
+            + f" ({data['plan']['reps']} interleaved repetitions, medians).",
+            "",
+            *MAIN_HEADER,
+            *(main_row(summary[key], spread=False) for key in order(summary)),
+            "",
+            "Targets of the performance work, measured in the same run:",
+            "",
+            *block(md, "## Targets"),
+        ],
+    )

@@ -1,7 +1,7 @@
 """The benchmark harness: jobqueue against Celery, RQ, Dramatiq, Huey and django-tasks-db.
 
-    python -m bench            # the full run (~30 min on 2 cores), writes docs/benchmarks.md/.png
-    python -m bench --quick    # ~3-5 min, smaller N, one repetition (for development)
+    python -m bench            # the full run (~20 min on 2 quiet cores), writes docs/ and READMEs
+    python -m bench --quick    # ~4 min, smaller N, one repetition (for development)
 
 Builds one virtual environment per library (bench/venvs.py), starts a private redis-server,
 uses the local PostgreSQL when it answers, then measures every configuration interleaved with
@@ -59,28 +59,28 @@ JQ_PG = Config(
 )
 JQ_SQLITE = Config("jobqueue", "db-sqlite", "jobqueue, database broker, SQLite", "db-sqlite")
 JOBQUEUE = {c.config: c for c in (JQ_REDIS, JQ_PG, JQ_SQLITE)}
+RAW = Config("raw", "blpop", "raw LPUSH → BLPOP (redis-py, no library)", "redis")
 
-# Groups: each group's peers run, then jobqueue's configuration they are compared with.
+# Groups: each group's configurations run, then jobqueue's configuration they are compared with.
 GROUPS: list[list[Config]] = [
     [
         Config("celery", "prefork", "Celery 5.7, prefork", "redis"),
         Config("celery", "solo", "Celery 5.7, solo (P workers)", "redis"),
-    ],
-    [
         Config("rq", "simple", "RQ 3.0, SimpleWorker (P workers)", "redis"),
         Config("rq", "fork", "RQ 3.0, Worker, fork per job (P workers)", "redis"),
     ],
-    [Config("dramatiq", "redis", "Dramatiq 2.2, -p P -t 4", "redis")],
-    [Config("huey", "process", "Huey 3.5, Redis, -k process -w P", "redis")],
-    # jobqueue itself with JOBQUEUE["TRACKING"] = False: no Job table rows for Redis jobs.
     [
+        Config("dramatiq", "redis", "Dramatiq 2.2, -p P -t 4", "redis"),
+        Config("huey", "process", "Huey 3.5, Redis, -k process -w P", "redis"),
+        RAW,
+        # jobqueue itself with JOBQUEUE["TRACKING"] = False: no Job table rows for Redis jobs.
         Config(
             "jobqueue",
             "redis-untracked",
             "jobqueue, Redis broker (tracking off)",
             "redis",
             needs_pg=True,
-        )
+        ),
     ],
     [
         Config(
@@ -89,10 +89,43 @@ GROUPS: list[list[Config]] = [
             "django-tasks-db 0.13, db_worker, PostgreSQL",
             "db-postgresql",
             needs_pg=True,
-        )
+        ),
+        Config(
+            "jobqueue",
+            "tasks-postgresql",
+            "jobqueue via django.tasks, database broker, PostgreSQL",
+            "db-postgresql",
+            needs_pg=True,
+        ),
     ],
-    [Config("django-tasks-db", "sqlite", "django-tasks-db 0.13, db_worker, SQLite", "db-sqlite")],
+    [
+        Config("django-tasks-db", "sqlite", "django-tasks-db 0.13, db_worker, SQLite", "db-sqlite"),
+        Config(
+            "jobqueue",
+            "tasks-sqlite",
+            "jobqueue via django.tasks, database broker, SQLite",
+            "db-sqlite",
+        ),
+    ],
 ]
+# Measured as their sibling is: Celery solo and RQ's forking Worker enqueue exactly as prefork and
+# SimpleWorker do; tracking off changes nothing on the way from enqueue to start.
+SAME_ENQUEUE = {"celery/solo", "rq/fork"}
+SAME_LATENCY = {"jobqueue/redis-untracked"}
+# The idle worker's CPU: the database-broker targets every repetition, these in the first.
+IDLE_ONCE = {
+    "jobqueue/redis",
+    "jobqueue/db-postgresql",
+    "huey/process",
+    "django-tasks-db/postgresql",
+    "django-tasks-db/sqlite",
+}
+IDLE_ALWAYS = {"jobqueue/db-sqlite"}
+WAKE = {"jobqueue/db-postgresql"}  # children woken per notification, 4 idle children
+
+
+def venv_of(peer: str) -> str:
+    return "jobqueue" if peer == "raw" else peer
 
 
 @dataclass
@@ -102,8 +135,11 @@ class Plan:
     enqueue_cap: float
     drain_n: int
     drain_cap: float
-    latency_n: int
+    latency_n: int  # stamp jobs at 10/s
+    latency_fast_n: int  # stamp jobs at 200/s
     latency_cap: float
+    idle_seconds: float
+    wake_n: int
     memory_n: int
     growth: list[int]
     growth_window: int
@@ -113,11 +149,14 @@ class Plan:
 FULL = Plan(
     reps=3,
     enqueue_n=10_000,
-    enqueue_cap=4,
+    enqueue_cap=2,
     drain_n=10_000,
-    drain_cap=10,
-    latency_n=250,
-    latency_cap=6,
+    drain_cap=6,
+    latency_n=40,
+    latency_fast_n=400,
+    latency_cap=8,
+    idle_seconds=10,
+    wake_n=10,
     memory_n=100_000,
     growth=[1_000, 100_000, 1_000_000],
     growth_window=10_000,
@@ -126,11 +165,14 @@ FULL = Plan(
 QUICK = Plan(
     reps=1,
     enqueue_n=2_000,
-    enqueue_cap=3,
+    enqueue_cap=1.5,
     drain_n=2_000,
-    drain_cap=6,
-    latency_n=200,
-    latency_cap=6,
+    drain_cap=3,
+    latency_n=20,
+    latency_fast_n=150,
+    latency_cap=4,
+    idle_seconds=3,
+    wake_n=5,
     memory_n=20_000,
     growth=[1_000, 10_000, 100_000],
     growth_window=2_000,
@@ -144,6 +186,7 @@ class Harness:
         self.plan = plan
         self.samples: dict[str, dict[str, list[dict[str, Any]]]] = {}
         self.errors: list[str] = []
+        self.notes: list[str] = []
         self.env: dict[str, str] = {}
         self.pidfile = Path(tempfile.mkstemp(prefix="bench-pids-")[1])
         self.logdir = RESULTS / "logs"
@@ -154,7 +197,7 @@ class Harness:
 
     # -- one measurement -------------------------------------------------------------------
     def drive(self, c: Config, action: str, **options: Any) -> dict[str, Any] | None:
-        argv = [venvs.python(c.peer), "-m", "bench.driver", c.peer, c.config, action]
+        argv = [venvs.python(venv_of(c.peer)), "-m", "bench.driver", c.peer, c.config, action]
         for name, value in options.items():
             argv += [f"--{name.replace('_', '-')}", str(value)]
         argv += ["--worker-log", str(self.logdir / f"{c.peer}-{c.config}.log")]
@@ -169,6 +212,7 @@ class Harness:
             text=True,
             start_new_session=True,
         )
+        began = time.time()
         try:
             out, err = proc.communicate(timeout=cap + 120)
         except subprocess.TimeoutExpired:
@@ -182,6 +226,7 @@ class Harness:
             self.fail(c, action, (err.strip().splitlines() or ["no output"])[-1])
             return None
         result = json.loads(lines[-1])
+        result["wall_seconds"] = time.time() - began  # the whole driver process: the run's cost
         if action == "prepare":
             return result
         self.samples.setdefault(c.key, {}).setdefault(self.metric(action, options), []).append(
@@ -215,18 +260,39 @@ class Harness:
         self.log(f"  ERROR {text}")
 
     # -- a configuration's set of measurements ------------------------------------------------
-    def measure(self, c: Config, rep: int) -> None:
+    def measure(self, c: Config, rep: int, first: bool) -> None:
+        """``first``: the first time this configuration runs (jobqueue's Redis broker runs after
+        two groups in every repetition): what is measured once is measured then."""
         p = self.plan
         t0 = time.time()
-        self.drive(c, "enqueue", n=p.enqueue_n, timeout=p.enqueue_cap)
-        self.drive(c, "bulk", n=p.enqueue_n, timeout=p.enqueue_cap)
-        for procs in (1, 2):
-            self.drive(c, "drain", n=p.drain_n, procs=procs, timeout=p.drain_cap)
-        self.drive(c, "latency", n=p.latency_n, timeout=p.latency_cap)
-        redis_peer = c.peer != "django-tasks-db" and not c.config.startswith("db-")
-        # Celery solo enqueues exactly as prefork does: measured once.
-        if rep == 0 and redis_peer and not (c.peer == "celery" and c.config == "solo"):
-            n = p.memory_n if c.peer == "jobqueue" else min(p.memory_n, 20_000)
+        if c.peer != "raw":
+            # jobqueue's Redis broker runs twice a repetition: enqueueing is measured once.
+            if c.key not in SAME_ENQUEUE and (first or not c.config.startswith("redis")):
+                self.drive(c, "enqueue", n=p.enqueue_n, timeout=p.enqueue_cap)
+                if c.peer != "django-tasks-db" and not c.config.startswith("tasks-"):
+                    self.drive(c, "bulk", n=p.enqueue_n, timeout=p.enqueue_cap)
+            if first and rep == 0:
+                self.drive(c, "drain", n=p.drain_n, procs=1, timeout=p.drain_cap)
+            result = self.drive(c, "drain", n=p.drain_n, procs=2, timeout=p.drain_cap)
+            if result and result.get("count_error"):
+                self.fail(c, "drain", f"the INCR counter disagrees: {result['count_error']}")
+            if result and result.get("count_note"):
+                self.notes.append(f"{c.key} drain: {result['count_note']}")
+        if c.key not in SAME_LATENCY:
+            idle = c.key in IDLE_ALWAYS or (c.key in IDLE_ONCE and first and rep == 0)
+            self.drive(
+                c,
+                "latency",
+                n=p.latency_n,
+                n_fast=p.latency_fast_n,
+                idle=p.idle_seconds if idle else 0,
+                timeout=p.latency_cap,
+            )
+        if c.key in WAKE and first and rep == 0:
+            self.drive(c, "wake", n=p.wake_n, procs=4, timeout=60)
+        redis_peer = c.peer in ("celery", "rq", "dramatiq", "huey") or c.config.startswith("redis")
+        if first and rep == 0 and redis_peer and c.key not in SAME_ENQUEUE:
+            n = p.memory_n if c.peer == "jobqueue" else min(p.memory_n, 10_000)
             self.drive(c, "memory", n=n, timeout=300)
         summary = self.samples.get(c.key, {})
         d2 = (summary.get("drain-2") or [{}])[-1].get("rate")
@@ -296,26 +362,27 @@ class Harness:
                     self.drive(c, "prepare")
             for c in {c for g in groups for c in g if c.peer == "django-tasks-db"}:
                 self.drive(c, "prepare")
+            for c in {c for g in groups for c in g if c.config.startswith("tasks-")}:
+                self.drive(c, "prepare")
             self.log("redis-benchmark (the physical reference)")
             reference = services.redis_benchmark(
                 redis.port, 100_000 if self.plan.reps > 1 else 20_000
             )
             for rep in range(self.plan.reps):
                 self.log(f"repetition {rep + 1} of {self.plan.reps}")
+                seen: set[str] = set()
                 for group in groups:
-                    for c in group:
-                        self.log(f" {c.label}")
-                        self.measure(c, rep)
                     jq = (
                         JOBQUEUE.get(group[0].ref, jq_redis)
                         if pg or group[0].ref != "redis"
                         else jq_redis
                     )
-                    self.log(f" {jq.label}")
-                    self.measure(jq, rep if jq.key not in self.measured_memory else 1)
-                    self.measured_memory.add(jq.key)
-                if not self.args.no_growth:
-                    self.growth()
+                    for c in [*group, jq]:
+                        self.log(f" {c.label}")
+                        self.measure(c, rep, first=c.key not in seen)
+                        seen.add(c.key)
+            if not self.args.no_growth:
+                self.growth()
         finally:
             redis.stop()
             self.pidfile.unlink(missing_ok=True)
@@ -349,10 +416,9 @@ class Harness:
             },
             "samples": self.samples,
             "errors": self.errors,
+            "notes": self.notes,
             "seconds": time.time() - self.began,
         }
-
-    measured_memory: set[str] = set()
 
 
 def machine() -> dict[str, Any]:
@@ -416,7 +482,9 @@ def main() -> None:
         report.chart(summary, docs / "benchmarks.png")
         readme = BENCH / "README.md"
         readme.write_text(report.quote_in_readme(readme.read_text(), summary, data))
-        print(f"wrote {docs / 'benchmarks.md'} and {docs / 'benchmarks.png'}")
+        project = ROOT / "README.md"
+        project.write_text(report.quote_in_project_readme(project.read_text(), summary, data))
+        print(f"wrote {docs / 'benchmarks.md'}, {docs / 'benchmarks.png'} and the READMEs")
 
 
 if __name__ == "__main__":

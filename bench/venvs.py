@@ -29,6 +29,8 @@ ENVS: dict[str, list[str]] = {
         *DJANGO,
         *COMMON,
         "django-redis==7.0.0",
+        # The django.tasks row: Django 5.2 has the tasks framework from the backport package.
+        "django-tasks==0.12.0",
         "matplotlib==3.11.2",
         "py-spy==0.4.3",
     ],

@@ -1,12 +1,12 @@
 """The benchmark's tasks for jobqueue: the same no-op as every peer's, and a latency stamp."""
 
-from bench.peers.common import stamp_start
+from bench.peers.common import count, stamp_start
 from jobqueue import task
 
 
 @task
 def noop():
-    pass
+    count()
 
 
 @task

@@ -1,5 +1,5 @@
-"""What every peer's app shares: the latency stamp (written to the private Redis) and the
-adapter interface."""
+"""What every peer's app shares: the per-job counter and the latency stamp (both on the private
+Redis), and the adapter interface."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from typing import Any
 import redis
 
 LATENCY_KEY = "bench:latency"
+COUNT_KEY = "bench:count"
 _client: tuple[int, Any] | None = None
 
 
@@ -23,6 +24,16 @@ def client() -> Any:
     if _client is None or _client[0] != os.getpid():
         _client = (os.getpid(), redis.Redis.from_url(redis_url()))
     return _client[1]
+
+
+def count() -> None:
+    """Every library's no-op job: one ``INCR`` on the private Redis. Every library pays the same
+    round trip per job, and the counter is a count of runs independent of the library's own."""
+    client().incr(COUNT_KEY)
+
+
+def counted() -> int:
+    return int(client().get(COUNT_KEY) or 0)
 
 
 def stamp_start(i: Any) -> None:
@@ -67,6 +78,15 @@ class Adapter:
         raise NotImplementedError
 
     has_bulk = True
+    max_drain_n: int | None = None  # the most jobs a drain pre-enqueues (slow one-by-one fill)
+
+    def fill(self, n: int) -> None:
+        """Queue ``n`` no-op jobs before a drain, the fastest way the library has."""
+        if self.has_bulk:
+            self.enqueue_bulk(n)
+        else:
+            for _ in range(n):
+                self.enqueue_one()
 
     def send_stamp(self, i: int) -> None:
         raise NotImplementedError

@@ -10,7 +10,7 @@ from typing import Any
 import dramatiq
 from dramatiq.brokers.redis import RedisBroker
 
-from bench.peers.common import BATCH, Adapter, client, redis_url, stamp_start
+from bench.peers.common import BATCH, Adapter, client, count, redis_url, stamp_start
 
 THREADS = int(os.environ.get("BENCH_DRAMATIQ_THREADS", "4"))
 
@@ -20,7 +20,7 @@ dramatiq.set_broker(broker)
 
 @dramatiq.actor(queue_name="default", max_retries=0)
 def noop():
-    pass
+    count()
 
 
 @dramatiq.actor(queue_name="default", max_retries=0)

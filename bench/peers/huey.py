@@ -9,14 +9,14 @@ from typing import Any
 
 from huey import RedisHuey
 
-from bench.peers.common import BATCH, Adapter, redis_url, stamp_start
+from bench.peers.common import BATCH, Adapter, count, redis_url, stamp_start
 
 huey = RedisHuey("bench", url=redis_url())
 
 
 @huey.task()
 def noop():
-    pass
+    count()
 
 
 @huey.task()

@@ -1,8 +1,10 @@
 """jobqueue itself, through its public API: ``noop.delay()``, ``noop.map()``, ``jobworker``.
 
 Configs: ``redis`` (the Redis broker; the Job table, written by tracking, in PostgreSQL),
-``db-postgresql`` and ``db-sqlite`` (the database broker). The worker serves the one queue the
-jobs go to, as every peer's does.
+``db-postgresql`` and ``db-sqlite`` (the database broker), ``tasks-postgresql`` and
+``tasks-sqlite`` (the database broker behind Django's tasks framework: ``@task`` functions sent
+with ``.enqueue()`` through ``jobqueue.backend.JobQueueBackend``). jobqueue's settings are its
+defaults. The worker serves the one queue the jobs go to, as every peer's does.
 """
 
 from __future__ import annotations
@@ -21,11 +23,14 @@ class JobqueueAdapter(Adapter):
         "redis-untracked": "Redis broker, tracking off (JOBQUEUE['TRACKING'] = False)",
         "db-postgresql": "database broker, PostgreSQL",
         "db-sqlite": "database broker, SQLite",
+        "tasks-postgresql": "django.tasks through JobQueueBackend, database broker, PostgreSQL",
+        "tasks-sqlite": "django.tasks through JobQueueBackend, database broker, SQLite",
     }
 
     def __init__(self, config: str) -> None:
         super().__init__(config)
         broker, _, db = config.partition("-")
+        self.framework = broker == "tasks"
         self.broker = "redis" if broker == "redis" else "database"
         self.tracking = db != "untracked"
         self.db = db if db in ("postgresql", "sqlite") else "postgresql"
@@ -35,6 +40,7 @@ class JobqueueAdapter(Adapter):
         os.environ["BENCH_BROKER"] = self.broker
         os.environ["BENCH_DB"] = self.db
         os.environ["BENCH_TRACKING"] = "1" if self.tracking else "0"
+        os.environ["BENCH_FRAMEWORK"] = "1" if self.framework else "0"
         os.environ["DJANGO_SETTINGS_MODULE"] = "bench.jq_settings"
 
     def setup(self) -> None:
@@ -44,6 +50,14 @@ class JobqueueAdapter(Adapter):
         from bench.jqapp.tasks import noop, stamp
 
         self.noop, self.stamp = noop, stamp
+        if self.framework:
+            from bench.jqapp import ftasks
+
+            self.ftasks = ftasks
+            # Django's tasks framework has no bulk enqueue: a drain's queue is filled one
+            # .enqueue() at a time, inside transactions of BATCH (one commit each).
+            self.has_bulk = False
+            self.max_drain_n = 5_000
 
     def prepare(self) -> None:
         from django.core.management import call_command
@@ -53,8 +67,7 @@ class JobqueueAdapter(Adapter):
     def reset(self) -> None:
         from django.db import connection
 
-        if self.uses_redis:
-            client().flushall()
+        client().flushall()  # the broker's keys, and the bench's counter and stamps
         tables = ["jobqueue_job", "jobqueue_worker", "jobqueue_outbox"]
         with connection.cursor() as cursor:
             if connection.vendor == "postgresql":
@@ -64,7 +77,21 @@ class JobqueueAdapter(Adapter):
                     cursor.execute(f"DELETE FROM {table}")
 
     def enqueue_one(self) -> None:
-        self.noop.delay()
+        if self.framework:
+            self.ftasks.noop.enqueue()
+        else:
+            self.noop.delay()
+
+    def fill(self, n: int) -> None:
+        if self.has_bulk:
+            self.enqueue_bulk(n)
+            return
+        from django.db import transaction
+
+        for start in range(0, n, BATCH):
+            with transaction.atomic():
+                for _ in range(min(BATCH, n - start)):
+                    self.enqueue_one()
 
     def enqueue_bulk(self, n: int) -> None:
         noop = self.noop
@@ -72,7 +99,10 @@ class JobqueueAdapter(Adapter):
             noop.map([()] * min(BATCH, n - start))
 
     def send_stamp(self, i: int) -> None:
-        self.stamp.delay(i)
+        if self.framework:
+            self.ftasks.stamp.enqueue(i)
+        else:
+            self.stamp.delay(i)
 
     def remaining(self) -> int:
         if self.uses_redis:

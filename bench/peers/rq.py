@@ -11,11 +11,11 @@ from redis import Redis
 from rq import Queue
 from rq.registry import StartedJobRegistry
 
-from bench.peers.common import BATCH, Adapter, client, redis_url, stamp_start
+from bench.peers.common import BATCH, Adapter, client, count, redis_url, stamp_start
 
 
 def noop():
-    pass
+    count()
 
 
 def stamp(i):
