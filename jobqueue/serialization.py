@@ -15,7 +15,7 @@ import datetime as dt
 import json
 import math
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from decimal import Decimal
 from typing import Any
 
@@ -76,8 +76,7 @@ def to_jsonable(value: Any, path: str) -> Any:
     try:
         return _jsonable(value, 0)
     except _Refused as refused:
-        steps = refused.steps[::-1]
-        raise SerializationError(f"{_shown(path, steps)}: {refused.reason}") from None
+        raise _error(path, refused) from None
 
 
 def _jsonable(value: Any, depth: int) -> Any:
@@ -150,11 +149,39 @@ def _jsonable(value: Any, depth: int) -> Any:
     )
 
 
+_COMPACT = json.JSONEncoder(separators=(",", ":"))  # json.dumps builds an encoder per call
+NO_ARGUMENTS = _COMPACT.encode({"args": [], "kwargs": {}})
+
+
+def arguments_text(
+    args: Sequence[Any], kwargs: Mapping[str, Any], name: Callable[[int | str], str]
+) -> str:
+    """The JSON text of a call's arguments, ``{"args": [...], "kwargs": {...}}``. A refused
+    value raises ``SerializationError``, its path starting with ``name(position or keyword)``:
+    a name is only made for a value that is refused."""
+    if not args and not kwargs:
+        return NO_ARGUMENTS
+    encoded: list[Any] = []
+    for index, value in enumerate(args):
+        try:
+            encoded.append(_jsonable(value, 0))
+        except _Refused as refused:
+            raise _error(name(index), refused) from None
+    keywords: dict[str, Any] = {}
+    for key, value in kwargs.items():
+        try:
+            keywords[key] = _jsonable(value, 0)
+        except _Refused as refused:
+            raise _error(name(key), refused) from None
+    return _COMPACT.encode({"args": encoded, "kwargs": keywords})
+
+
+def _error(path: str, refused: _Refused) -> SerializationError:
+    return SerializationError(f"{_shown(path, refused.steps[::-1])}: {refused.reason}")
+
+
 def dumps(value: Any, path: str = "value") -> str:
     return json_text(to_jsonable(value, path))
-
-
-_COMPACT = json.JSONEncoder(separators=(",", ":"))  # json.dumps builds an encoder per call
 
 
 def json_text(jsonable: Any) -> str:
