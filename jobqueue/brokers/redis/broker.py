@@ -44,6 +44,10 @@ LOST_LEASE = "its worker stopped renewing its lease"
 
 
 class RedisBroker(Broker):
+    # Every send to a queue of at most 16 waiting jobs pushes a wake token that stays until a
+    # waiter takes it (``scripts.to_queue``): a queue found empty is woken by the next send.
+    wakes_for_every_send = True
+
     def __init__(
         self,
         url: str | None = None,
