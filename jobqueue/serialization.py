@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import json.encoder as json_encoder
 import math
 import uuid
 from collections.abc import Callable, Mapping, Sequence
@@ -149,7 +150,21 @@ def _jsonable(value: Any, depth: int) -> Any:
     )
 
 
-_COMPACT = json.JSONEncoder(separators=(",", ":"))  # json.dumps builds an encoder per call
+def _never(value: Any) -> Any:
+    raise TypeError(f"{type(value).__name__} was not made JSON-ready")  # to_jsonable was skipped
+
+
+_COMPACT = json.JSONEncoder(separators=(",", ":"))
+# json.dumps and JSONEncoder.encode make a C encoder per call; one made here serves every call.
+# No cycle check: what it encodes has been through _jsonable, which refuses deep (and so
+# self-containing) values.
+_ENCODE = (
+    None
+    if json_encoder.c_make_encoder is None
+    else json_encoder.c_make_encoder(
+        None, _never, json_encoder.encode_basestring_ascii, None, ":", ",", False, False, True
+    )
+)
 NO_ARGUMENTS = _COMPACT.encode({"args": [], "kwargs": {}})
 
 
@@ -173,7 +188,7 @@ def arguments_text(
             keywords[key] = _jsonable(value, 0)
         except _Refused as refused:
             raise _error(name(key), refused) from None
-    return _COMPACT.encode({"args": encoded, "kwargs": keywords})
+    return json_text({"args": encoded, "kwargs": keywords})
 
 
 def _error(path: str, refused: _Refused) -> SerializationError:
@@ -186,7 +201,9 @@ def dumps(value: Any, path: str = "value") -> str:
 
 def json_text(jsonable: Any) -> str:
     """Compact JSON text of what ``to_jsonable`` returned (already checked and tagged)."""
-    return _COMPACT.encode(jsonable)
+    if _ENCODE is None:
+        return _COMPACT.encode(jsonable)
+    return "".join(_ENCODE(jsonable, 0))
 
 
 def _fetch(label: str, pk: Any) -> models.Model:
