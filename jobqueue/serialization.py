@@ -158,10 +158,11 @@ _COMPACT = json.JSONEncoder(separators=(",", ":"))
 # json.dumps and JSONEncoder.encode make a C encoder per call; one made here serves every call.
 # No cycle check: what it encodes has been through _jsonable, which refuses deep (and so
 # self-containing) values.
+_make_encoder = getattr(json_encoder, "c_make_encoder", None)  # None without the C accelerator
 _ENCODE = (
     None
-    if json_encoder.c_make_encoder is None
-    else json_encoder.c_make_encoder(
+    if _make_encoder is None
+    else _make_encoder(
         None, _never, json_encoder.encode_basestring_ascii, None, ":", ",", False, False, True
     )
 )

@@ -347,3 +347,23 @@ def test_a_worker_whose_claim_was_full_claims_again_before_waiting(redis_server)
         consumer.step()
         assert calls == ["claim"]
         assert [j.get(timeout=5) for j in jobs[:2]] == [0, 2]
+
+
+def test_a_connection_the_server_closed_while_idle_is_replaced_before_a_send(
+    redis_server, monkeypatch
+):
+    """Redis drops idle clients (its ``timeout``) or restarts: a send after a quiet spell must
+    reach Redis, not fail on the dead socket and fall back to the outbox."""
+    from jobqueue.brokers.redis import client as transport_module
+    from jobqueue.models import Outbox
+
+    with override_settings(JOBQUEUE={"BROKER": redis_broker_settings(redis_server.url, "idle2")}):
+        transport = get_broker().transport
+        add.delay(1, 1)
+        with transport.connection() as conn:
+            host, port = conn._sock.getsockname()[:2]
+        redis_server.client().client_kill(f"{host}:{port}")
+        monkeypatch.setattr(transport_module, "STALE_AFTER", 0.0)  # it has been idle long enough
+        job = add.delay(2, 2)
+        assert redis_server.client().hexists("{idle2}:msg", job.id)
+        assert not Outbox.objects.exists()

@@ -34,6 +34,10 @@ MAX_WAIT = 4.0  # seconds a blocking wait may last; the blocking client's timeou
 # others are fenced by tokens or act only on what is due). ENQUEUE, CANCEL and REQUEUE are safe
 # to run twice but their second reply would be wrong: an error tells the caller instead.
 IDEMPOTENT = frozenset({"CLAIM", "FINISH", "RELEASE", "RENEW", "PROMOTE", "RECOVER"})
+# Seconds a connection may stay idle and still be used unchecked; one idle longer is first checked
+# for having been closed by the server (its ``timeout``, a restart), as redis-py's pool checks
+# each one, so that a send after a quiet spell does not fail on a dead socket.
+STALE_AFTER = 1.0
 
 
 def text(value: Any) -> str:
@@ -62,10 +66,11 @@ class Transport:
         self._client: Any = None
         self._blocking: Any = None
         self._scripts: dict[str, Any] = {}
-        # Idle connections for scripts (plain, blocking), of process ``_pid``; ``close`` raises
-        # the generation, so a connection in use meanwhile is closed when given back.
+        # Idle connections for scripts (plain, blocking), each with when it was given back, of
+        # process ``_pid``; ``close`` raises the generation, so a connection in use meanwhile
+        # is closed when given back.
         self._lock = threading.Lock()
-        self._idle: tuple[list[Any], list[Any]] = ([], [])
+        self._idle: tuple[list[tuple[Any, float]], list[tuple[Any, float]]] = ([], [])
         self._pid = os.getpid()
         self._generation = 0
 
@@ -133,18 +138,20 @@ class Transport:
             if self._pid != pid:  # a parent's sockets are never used by its child
                 self._idle, self._pid = ([], []), pid
             idle = self._idle[blocking]
-            conn = idle.pop() if idle else None
+            conn, since = idle.pop() if idle else (None, 0.0)
             generation = self._generation
         if conn is None:
             client = self.blocking if blocking else self.client
             conn = client.connection_pool.make_connection()
+        elif time.monotonic() - since >= STALE_AFTER:
+            fresh(conn)
         try:
             yield conn
         finally:
             with self._lock:
                 kept = self._pid == pid and self._generation == generation
                 if kept:
-                    self._idle[blocking].append(conn)
+                    self._idle[blocking].append((conn, time.monotonic()))
             if not kept:
                 conn.disconnect()
 
@@ -193,7 +200,7 @@ class Transport:
             idle = [*self._idle[0], *self._idle[1]] if self._pid == os.getpid() else []
             self._idle, self._pid = ([], []), os.getpid()
             self._generation += 1
-        for conn in idle:
+        for conn, _ in idle:
             conn.disconnect()
         for client in (self._client, self._blocking):
             if client is not None:
@@ -202,6 +209,17 @@ class Transport:
                     client.connection_pool.disconnect()
         self._client = self._blocking = None
         self._scripts = {}
+
+
+def fresh(conn: Any) -> None:
+    """Close ``conn`` if the server has closed its end or anything is waiting on it (the send
+    then connects anew)."""
+    try:
+        stale = conn.can_read()
+    except (redis.ConnectionError, redis.TimeoutError, OSError):
+        stale = True
+    if stale:
+        conn.disconnect()
 
 
 def roundtrip(conn: Any, command: tuple[Any, ...]) -> Any:
