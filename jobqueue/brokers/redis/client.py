@@ -118,11 +118,10 @@ class Transport:
             script = self._scripts[name] = self.client.register_script(lua.source(name))
         return script
 
-    def evalsha(self, script: Any, keys: list[str], args: list[Any], blocking: bool = False) -> Any:
-        """One script call (``blocking``: on a connection whose timeout allows a BLPOP before
-        it); a Redis that lost its scripts (a restart) is given this one again."""
+    def evalsha(self, script: Any, keys: list[str], args: list[Any]) -> Any:
+        """One script call; a Redis that lost its scripts (a restart) is given this one again."""
         command = ("EVALSHA", script.sha, len(keys), *keys, *args)
-        with self.connection(blocking) as conn:
+        with self.connection() as conn:
             try:
                 return roundtrip(conn, command)
             except redis.exceptions.NoScriptError:
