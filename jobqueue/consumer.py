@@ -104,6 +104,7 @@ class Consumer:
         self.pending: list[Outcome] = []
         self.pending_since = 0.0
         self.batch_size = 1
+        self.queue_left = True  # jobs may be queued that no wait would be woken for
         self.next_promotion = 0.0
         self.retiring = ""
         self.pid = os.getpid()
@@ -150,13 +151,22 @@ class Consumer:
     def step(self) -> bool:
         """Claim and run one batch; False when a burst has nothing left to run."""
         self.flush()  # outcomes kept from a failed ack go first: nothing more is claimed before
-        messages = self.broker.claim(self.queues, self.name, self.batch_size)
+        messages: list[Message] = []
+        claim_first = self.burst or self.queue_left or not self.broker.wakes_for_every_send
+        self.queue_left = True  # until a claim tells otherwise (a failure on the way keeps it)
+        if claim_first:
+            messages = self.broker.claim(self.queues, self.name, self.batch_size)
         if not messages:
             if self.burst:
                 return bool(self.broker.promote_due())
             messages = self.broker.wait_and_claim(
                 self.queues, self.name, self.batch_size, timeout=1.0
             )
+        # A claim that took some jobs but not a full batch found the queues empty: the broker
+        # wakes the next wait for whatever is sent from then on (``wakes_for_every_send``), so
+        # that wait needs no claim before it. A full batch may have left jobs without a wake
+        # of their own, and an empty one may have used up a wake meant for a job still queued.
+        self.queue_left = not 0 < len(messages) < self.batch_size
         if messages:
             self.slot.claimed(messages)
             began = time.monotonic()

@@ -15,18 +15,32 @@ from django.utils import timezone
 CANONICAL_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 _lock = threading.Lock()
 _last = 0
+_random = b""  # random bytes drawn ahead, 8 per id (a system call per 64 ids, not per id)
+_random_pid = 0
+
+
+def _forget_random() -> None:
+    """A forked child draws its own: a copy of its parent's would repeat its parent's ids."""
+    global _random
+    _random = b""
+
+
+os.register_at_fork(after_in_child=_forget_random)
 
 
 def new_job_id() -> str:
     """A UUIDv7 (RFC 9562): random enough to be unguessable, ordered by time so that the
     database broker gets first-in first-out from the primary key alone."""
-    global _last
+    global _last, _random, _random_pid
     with _lock:
         # Milliseconds in the top 48 bits, then a counter that keeps ids from one process monotonic.
         stamp = max(time.time_ns() // 1_000_000 << 12, _last + 1)
         _last = stamp
+        if len(_random) < 8 or _random_pid != os.getpid():
+            _random, _random_pid = os.urandom(512), os.getpid()
+        drawn, _random = _random[:8], _random[8:]
     high = (stamp >> 12) << 16 | 0x7000 | (stamp & 0xFFF)
-    low = int.from_bytes(os.urandom(8)) & ((1 << 62) - 1) | (1 << 63)
+    low = int.from_bytes(drawn) & ((1 << 62) - 1) | (1 << 63)
     h = f"{high << 64 | low:032x}"
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 

@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import json.encoder as json_encoder
 import math
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from decimal import Decimal
 from typing import Any
 
@@ -76,8 +77,7 @@ def to_jsonable(value: Any, path: str) -> Any:
     try:
         return _jsonable(value, 0)
     except _Refused as refused:
-        steps = refused.steps[::-1]
-        raise SerializationError(f"{_shown(path, steps)}: {refused.reason}") from None
+        raise _error(path, refused) from None
 
 
 def _jsonable(value: Any, depth: int) -> Any:
@@ -150,16 +150,61 @@ def _jsonable(value: Any, depth: int) -> Any:
     )
 
 
+def _never(value: Any) -> Any:
+    raise TypeError(f"{type(value).__name__} was not made JSON-ready")  # to_jsonable was skipped
+
+
+_COMPACT = json.JSONEncoder(separators=(",", ":"))
+# json.dumps and JSONEncoder.encode make a C encoder per call; one made here serves every call.
+# No cycle check: what it encodes has been through _jsonable, which refuses deep (and so
+# self-containing) values.
+_make_encoder = getattr(json_encoder, "c_make_encoder", None)  # None without the C accelerator
+_ENCODE = (
+    None
+    if _make_encoder is None
+    else _make_encoder(
+        None, _never, json_encoder.encode_basestring_ascii, None, ":", ",", False, False, True
+    )
+)
+NO_ARGUMENTS = _COMPACT.encode({"args": [], "kwargs": {}})
+
+
+def arguments_text(
+    args: Sequence[Any], kwargs: Mapping[str, Any], name: Callable[[int | str], str]
+) -> str:
+    """The JSON text of a call's arguments, ``{"args": [...], "kwargs": {...}}``. A refused
+    value raises ``SerializationError``, its path starting with ``name(position or keyword)``:
+    a name is only made for a value that is refused."""
+    if not args and not kwargs:
+        return NO_ARGUMENTS
+    encoded: list[Any] = []
+    for index, value in enumerate(args):
+        try:
+            encoded.append(_jsonable(value, 0))
+        except _Refused as refused:
+            raise _error(name(index), refused) from None
+    keywords: dict[str, Any] = {}
+    for key, value in kwargs.items():
+        try:
+            keywords[key] = _jsonable(value, 0)
+        except _Refused as refused:
+            raise _error(name(key), refused) from None
+    return json_text({"args": encoded, "kwargs": keywords})
+
+
+def _error(path: str, refused: _Refused) -> SerializationError:
+    return SerializationError(f"{_shown(path, refused.steps[::-1])}: {refused.reason}")
+
+
 def dumps(value: Any, path: str = "value") -> str:
     return json_text(to_jsonable(value, path))
 
 
-_COMPACT = json.JSONEncoder(separators=(",", ":"))  # json.dumps builds an encoder per call
-
-
 def json_text(jsonable: Any) -> str:
     """Compact JSON text of what ``to_jsonable`` returned (already checked and tagged)."""
-    return _COMPACT.encode(jsonable)
+    if _ENCODE is None:
+        return _COMPACT.encode(jsonable)
+    return "".join(_ENCODE(jsonable, 0))
 
 
 def _fetch(label: str, pk: Any) -> models.Model:

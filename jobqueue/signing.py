@@ -18,13 +18,16 @@ LENGTH = 32  # hex characters: 128 bits of the SHA-256 HMAC
 
 
 @lru_cache(maxsize=8)
-def _key(secret: str) -> bytes:
-    """The HMAC key for ``secret``, derived as Django's ``salted_hmac`` does, once per secret."""
-    return hashlib.sha256((SALT + secret).encode()).digest()
+def _keyed(secret: str) -> hmac.HMAC:
+    """An HMAC already keyed for ``secret`` (the key derived as Django's ``salted_hmac`` does),
+    once per secret: each signature copies it instead of keying a new one."""
+    return hmac.new(hashlib.sha256((SALT + secret).encode()).digest(), digestmod=hashlib.sha256)
 
 
 def _sign(value: str, secret: str) -> str:
-    return hmac.new(_key(secret), value.encode(), hashlib.sha256).hexdigest()[:LENGTH]
+    mac = _keyed(secret).copy()  # the cached one is never updated, so threads may share it
+    mac.update(value.encode())
+    return mac.hexdigest()[:LENGTH]
 
 
 def sign(value: str) -> str:

@@ -16,7 +16,7 @@ from jobqueue.conf import MAX_SECONDS, get_settings
 from jobqueue.exceptions import ConfigurationError
 from jobqueue.message import Message
 from jobqueue.schedules import from_declaration
-from jobqueue.serialization import json_text, to_jsonable
+from jobqueue.serialization import arguments_text
 
 if TYPE_CHECKING:
     from jobqueue.result import JobResult
@@ -108,6 +108,7 @@ class Task(Generic[P, R]):
         self.timeout = None if timeout is None else float(timeout)
         self.schedule = None if schedule is None else from_declaration(schedule)
         self.signature = inspect.signature(func)
+        self._shape = _Shape(self.signature)
         self._imported_under: Any = None
         self._imported = False
         functools.update_wrapper(self, func)  # type: ignore[arg-type]
@@ -124,6 +125,31 @@ class Task(Generic[P, R]):
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
         return self.func(*args, **kwargs)
+
+    def _bind(
+        self, args: Sequence[Any], kwargs: Mapping[str, Any] | None
+    ) -> tuple[Sequence[Any], Mapping[str, Any]]:
+        """The call's positional and keyword arguments as ``Signature.bind`` sorts them; a
+        TypeError names the task."""
+        shape = self._shape
+        if shape.signature is not self.signature:  # replaced since: worked out again
+            shape = self._shape = _Shape(self.signature)
+        if not kwargs and shape.binds(len(args)):
+            return args, {}
+        try:
+            bound = self.signature.bind(*args, **(kwargs or {}))
+        except TypeError as exc:
+            raise TypeError(f"{self.name}(): {exc}") from None
+        return bound.args, bound.kwargs
+
+    def _argument_name(self, key: int | str) -> str:
+        """How an error names the argument at position or keyword ``key``."""
+        if isinstance(key, str):
+            return f"{self.name}() argument {key!r}"
+        positional = self._shape.positional
+        if key < len(positional):
+            return f"{self.name}() argument {positional[key]!r}"
+        return f"{self.name}() positional argument {key}"
 
     def decode(self, message: Message) -> tuple[list[Any], dict[str, Any]]:
         """How a worker reads ``message``'s arguments (``DecodeError`` fails the job, unretried);
@@ -214,19 +240,10 @@ class Task(Generic[P, R]):
                 f"{self.name}: kwargs must be a dict of keyword arguments, "
                 f"not a {type(kwargs).__name__}"
             )
-        try:
-            bound = self.signature.bind(*args, **(kwargs or {}))
-        except TypeError as exc:
-            raise TypeError(f"{self.name}(): {exc}") from None
-        payload = {
-            "args": [to_jsonable(v, _arg_name(self, bound, i)) for i, v in enumerate(bound.args)],
-            "kwargs": {
-                k: to_jsonable(v, f"{self.name}() argument {k!r}") for k, v in bound.kwargs.items()
-            },
-        }
+        positional, keywords = self._bind(args, kwargs)
         return Message(
             task=self.name,
-            arguments=json_text(payload),
+            arguments=arguments_text(positional, keywords, self._argument_name),
             queue=queue,
             priority=int(priority),
             run_at=run_at,
@@ -254,15 +271,30 @@ def _run_at(
     return eta
 
 
-def _arg_name(task: Task, bound: inspect.BoundArguments, index: int) -> str:
-    params = [
-        p
-        for p in task.signature.parameters.values()
-        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
-    ]
-    if index < len(params):
-        return f"{task.name}() argument {params[index].name!r}"
-    return f"{task.name}() positional argument {index}"
+class _Shape:
+    """How many positional arguments a signature takes, worked out once: a call with only
+    those binds to itself, without ``Signature.bind``."""
+
+    def __init__(self, signature: inspect.Signature) -> None:
+        self.signature = signature
+        params = list(signature.parameters.values())
+        self.positional = [p.name for p in params if p.kind in _POSITIONAL]
+        self.fewest = sum(1 for p in params if p.kind in _POSITIONAL and p.default is p.empty)
+        self.most = (
+            None if any(p.kind is p.VAR_POSITIONAL for p in params) else len(self.positional)
+        )
+        self.keyword_needed = any(p.kind is p.KEYWORD_ONLY and p.default is p.empty for p in params)
+
+    def binds(self, count: int) -> bool:
+        """Whether ``count`` positional arguments alone are a valid call."""
+        return (
+            not self.keyword_needed
+            and self.fewest <= count
+            and (self.most is None or count <= self.most)
+        )
+
+
+_POSITIONAL = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
 
 
 def _send(messages: list[Message]) -> list[JobResult]:

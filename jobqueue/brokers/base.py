@@ -79,6 +79,11 @@ class Broker(ABC):
     """Subclasses implement the abstract methods; the rest work on the Job table. A broker's
     ``__init__`` takes its ``OPTIONS`` as keyword arguments."""
 
+    #: True when ``wait`` returns at once for anything sent after a claim found the queues
+    #: empty, however long ago: a worker whose last claim was not full then waits without
+    #: claiming first.
+    wakes_for_every_send = False
+
     # -- producers -------------------------------------------------------------------------------
     @abstractmethod
     def enqueue(self, messages: Sequence[Message]) -> None:

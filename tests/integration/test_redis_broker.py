@@ -1,5 +1,6 @@
 """What only the Redis broker does (the shared contract: test_broker_contract.py)."""
 
+import os
 import time
 from uuid import uuid4
 
@@ -217,3 +218,152 @@ def test_an_enqueue_sent_twice_queues_the_job_once(broker):
     broker.enqueue([message])
     broker.enqueue([message])
     assert [m.id for m in broker.claim(["default"], "w", 5)] == [message.id]
+
+
+# -- the transport's own connections -------------------------------------------------------------
+@pytest.fixture
+def transport(redis_server):
+    prefix = f"tr{uuid4().hex[:8]}"
+    try:
+        conf = {"BROKER": redis_broker_settings(redis_server.url, prefix)}
+        with override_settings(JOBQUEUE=conf):
+            yield get_broker().transport
+    finally:
+        delete_prefix(redis_server, prefix)
+
+
+def test_an_exchange_cut_before_its_reply_never_answers_the_next_command(transport):
+    """A script whose reply was not read (interrupted) must not leave that reply on the
+    connection for the next script to take as its own."""
+    transport.run("LOCK", "a", "token-a", 60_000)
+    with transport.connection() as conn:
+        pass
+    real = conn.read_response
+    conn.read_response = lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt())
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            transport.run("UNLOCK", "a", "not-the-token")  # its reply: 0, never read
+    finally:
+        conn.read_response = real
+    assert transport.run("UNLOCK", "a", "token-a") == 1  # not the 0 left over
+    assert transport.run("LOCK", "a", "token-b", 60_000) == 1
+
+
+def test_a_forked_child_uses_connections_of_its_own(transport):
+    """A child must never share its parent's socket (their replies would mix)."""
+    assert transport.run("LOCK", "p", "parent", 60_000) == 1
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        code = 1
+        try:
+            with transport.connection() as conn:
+                child_conn = conn
+            ok = transport.run("LOCK", "c", "child", 60_000) == 1
+            code = 0 if ok and child_conn.pid == os.getpid() else 2
+        finally:
+            os.write(write, str(code).encode())
+            os._exit(0)
+    os.waitpid(pid, 0)
+    assert os.read(read, 10) == b"0"
+    assert transport.run("UNLOCK", "p", "parent") == 1  # the parent's connection still works
+    assert transport.run("UNLOCK", "c", "child") == 1
+
+
+def test_close_drops_the_idle_connections_and_the_next_call_reconnects(transport, redis_server):
+    transport.run("LOCK", "x", "t", 60_000)
+    with transport.connection() as before:
+        assert before._sock is not None
+    transport.close()
+    assert before._sock is None
+    with transport.connection() as after:
+        assert after is not before
+    assert transport.run("UNLOCK", "x", "t") == 1
+
+
+def test_a_send_after_redis_lost_its_scripts_loads_them_again(redis_server):
+    with override_settings(JOBQUEUE={"BROKER": redis_broker_settings(redis_server.url, "nos2")}):
+        broker = get_broker()
+        add.delay(1, 1)
+        redis_server.client().script_flush()
+        job = add.delay(2, 2)
+        assert [m.id for m in broker.claim(["default"], "w", 5)][1] == job.id
+
+
+# -- an idle worker's wait ------------------------------------------------------------------------
+def spied_consumer(broker, calls):
+    import multiprocessing
+
+    from jobqueue.consumer import Consumer
+    from jobqueue.slot import Slot
+
+    claim, wait_and_claim = broker.claim, broker.wait_and_claim
+
+    def spy_claim(*args, **kwargs):
+        calls.append("claim")
+        return claim(*args, **kwargs)
+
+    def spy_wait(*args, **kwargs):
+        calls.append("wait")
+        return wait_and_claim(*args, **kwargs)
+
+    broker.claim, broker.wait_and_claim = spy_claim, spy_wait
+    context = multiprocessing.get_context("fork")
+    return Consumer(broker, ["default"], "w", Slot(context, 16), context.RawValue("b", 0))
+
+
+def test_a_worker_whose_claim_emptied_the_queue_waits_without_claiming_and_wakes_for_a_send(
+    redis_server,
+):
+    with override_settings(JOBQUEUE={"BROKER": redis_broker_settings(redis_server.url, "idle")}):
+        calls = []
+        consumer = spied_consumer(get_broker(), calls)
+        consumer.batch_size = 4
+        first = add.delay(1, 1)
+        consumer.step()  # a first step claims: jobs may be queued with no wake of their own
+        assert calls == ["claim"]
+        assert first.get(timeout=5) == 2
+        redis_server.client().delete("{idle}:wake:default")  # the first job's wake, unused
+        second = add.delay(2, 2)  # sent while the worker is between steps
+        calls.clear()
+        began = time.monotonic()
+        consumer.step()
+        assert calls == ["wait"]  # one claim found the queue empty: no second one first
+        assert time.monotonic() - began < 0.9  # woken by the send, not by the wait's 1 s timeout
+        assert second.get(timeout=5) == 4
+
+
+def test_a_worker_whose_claim_was_full_claims_again_before_waiting(redis_server):
+    """A full batch may have left jobs in the queue that no wake token stands for."""
+    with override_settings(JOBQUEUE={"BROKER": redis_broker_settings(redis_server.url, "full")}):
+        calls = []
+        consumer = spied_consumer(get_broker(), calls)
+        consumer.batch_size = 1
+        jobs = [add.delay(i, i) for i in range(20)]  # past 16 queued: the last have no wake
+        redis_server.client().delete("{full}:wake:default")
+        consumer.step()
+        consumer.batch_size = 1
+        calls.clear()
+        consumer.step()
+        assert calls == ["claim"]
+        assert [j.get(timeout=5) for j in jobs[:2]] == [0, 2]
+
+
+def test_a_connection_the_server_closed_while_idle_is_replaced_before_a_send(
+    redis_server, monkeypatch
+):
+    """Redis drops idle clients (its ``timeout``) or restarts: a send after a quiet spell must
+    reach Redis, not fail on the dead socket and fall back to the outbox."""
+    from jobqueue.brokers.redis import client as transport_module
+    from jobqueue.models import Outbox
+
+    with override_settings(JOBQUEUE={"BROKER": redis_broker_settings(redis_server.url, "idle2")}):
+        transport = get_broker().transport
+        add.delay(1, 1)
+        with transport.connection() as conn:
+            host, port = conn._sock.getsockname()[:2]
+        redis_server.client().client_kill(f"{host}:{port}")
+        monkeypatch.setattr(transport_module, "STALE_AFTER", 0.0)  # it has been idle long enough
+        job = add.delay(2, 2)
+        assert redis_server.client().hexists("{idle2}:msg", job.id)
+        assert not Outbox.objects.exists()

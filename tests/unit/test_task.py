@@ -1,5 +1,8 @@
 import datetime
+import inspect
+import json
 import math
+import os
 import re
 import uuid
 
@@ -211,3 +214,67 @@ def test_a_nested_argument_names_the_argument_instead_of_recursion_error():
     with pytest.raises(SerializationError, match=r"add\(\) argument 'y'\[0\]\[0\].*nested deeper"
                                                  " than 100"):
         add.message((1, value))
+
+
+def _positional(a, b=2, /, c=3, *rest, d=4): ...
+def _keyword_needed(a, *, b): ...
+def _plain(a, b): ...
+def _nothing(): ...
+
+
+@pytest.mark.parametrize("func", [_positional, _keyword_needed, _plain, _nothing])
+@pytest.mark.parametrize("args", [(), (1,), (1, 2), (1, 2, 3), (1, 2, 3, 4, 5)])
+def test_positional_calls_bind_as_signature_bind_does(func, args):
+    """Calls with positional arguments alone skip ``Signature.bind``: they must bind, or be
+    refused, exactly as it would."""
+    t = Task(func, name=f"tests.bind.{func.__name__}")
+    with override_settings(JOBQUEUE={"TASK_MODULES": [__name__]}):
+        check_binds_as_signature_does(t, func, args)
+
+
+def check_binds_as_signature_does(t, func, args):
+    try:
+        bound = t.signature.bind(*args)
+    except TypeError:
+        with pytest.raises(TypeError, match=rf"tests\.bind\.{func.__name__}\(\): "):
+            t.message(args)
+        return
+    expected = {"args": list(bound.args), "kwargs": bound.kwargs}
+    assert json.loads(t.message(args).arguments) == expected
+
+
+@override_settings(JOBQUEUE={"TASK_MODULES": [__name__]})
+def test_a_replaced_signature_is_worked_out_again():
+    t = Task(_nothing, name="tests.bind.replaced")
+    with pytest.raises(TypeError, match="too many positional arguments"):
+        t.message((1,))
+    t.signature = inspect.signature(_plain)
+    assert json.loads(t.message((1, 2)).arguments) == {"args": [1, 2], "kwargs": {}}
+    with pytest.raises(TypeError, match="missing a required argument"):
+        t.message((1,))
+
+
+@override_settings(JOBQUEUE={"TASK_MODULES": [__name__]})
+def test_a_refused_argument_is_named_by_position_past_the_named_ones():
+    t = Task(_positional, name="tests.bind.named")
+    with pytest.raises(SerializationError, match=r"named\(\) argument 'c': a builtins.set"):
+        t.message((1, 2, {3}))
+    with pytest.raises(SerializationError, match=r"named\(\) positional argument 4: a builtins"):
+        t.message((1, 2, 3, 4, {5}))
+    with pytest.raises(SerializationError, match=r"named\(\) argument 'd'\[0\]: a builtins"):
+        t.message((1,), {"d": [{5}]})
+
+
+def test_a_forked_child_draws_ids_of_its_own():
+    """Random bytes are drawn ahead for ids: a child forked with them must not repeat them."""
+    new_job_id()  # the parent has bytes drawn ahead
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        os.write(write, new_job_id().encode())
+        os._exit(0)
+    os.waitpid(pid, 0)
+    child = os.read(read, 100).decode()
+    parent = new_job_id()
+    # The random part (after the version nibble and the per-millisecond counter) differs.
+    assert child[19:] != parent[19:]

@@ -44,6 +44,10 @@ LOST_LEASE = "its worker stopped renewing its lease"
 
 
 class RedisBroker(Broker):
+    # Every send to a queue of at most 16 waiting jobs pushes a wake token that stays until a
+    # waiter takes it (``scripts.to_queue``): a queue found empty is woken by the next send.
+    wakes_for_every_send = True
+
     def __init__(
         self,
         url: str | None = None,
@@ -149,17 +153,13 @@ class RedisBroker(Broker):
     ) -> list[Message]:
         """BLPOP and the claim script sent together: Redis runs the claim the moment the wait
         ends, so a job sent to an idle worker costs it no second round trip."""
-        script = self.transport.script("CLAIM")
-        keys = self.transport.keys()
         args = self.claim_args(queues, worker, limit)
-        pipe = self.transport.blocking.pipeline(transaction=False)
-        pipe.blpop(self.wake_keys(queues), timeout=wait_time(timeout))
-        pipe.evalsha(script.sha, len(keys), *keys, self.prefix, *args)
         try:
-            _, reply = pipe.execute()
+            reply = self.transport.wait_then_run(
+                self.wake_keys(queues), wait_time(timeout), "CLAIM", *args
+            )
         except redis.exceptions.NoScriptError:
-            self.client.script_load(script.script)  # Redis restarted: the next claim will do
-            return []
+            return []  # Redis restarted: the script is loaded again, the next claim will do
         except (redis.ConnectionError, redis.TimeoutError):
             # The claim may have run: the same request replays its reply.
             return self.leased(self.run("CLAIM", *args))

@@ -6,11 +6,19 @@ does not answer (stopped, a full network buffer, a failover in progress). The cl
 retries: a script re-sent after a lost reply must be one that is safe to run twice, so retries
 are decided here, per script. Waits that block on purpose (BLPOP) use a second client whose
 socket timeout leaves room for them.
+
+Scripts run on connections the transport keeps itself (``connection``), not through the client's
+pool: that pool's bookkeeping per command (a poll of the socket, metrics, the retry wrapper)
+costs about as much as the round trip itself, and a script call needs none of it.
 """
 
 from __future__ import annotations
 
+import os
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import redis
@@ -26,6 +34,10 @@ MAX_WAIT = 4.0  # seconds a blocking wait may last; the blocking client's timeou
 # others are fenced by tokens or act only on what is due). ENQUEUE, CANCEL and REQUEUE are safe
 # to run twice but their second reply would be wrong: an error tells the caller instead.
 IDEMPOTENT = frozenset({"CLAIM", "FINISH", "RELEASE", "RENEW", "PROMOTE", "RECOVER"})
+# Seconds a connection may stay idle and still be used unchecked; one idle longer is first checked
+# for having been closed by the server (its ``timeout``, a restart), as redis-py's pool checks
+# each one, so that a send after a quiet spell does not fail on a dead socket.
+STALE_AFTER = 1.0
 
 try:
     from redis.driver_info import DriverInfo
@@ -65,6 +77,13 @@ class Transport:
         self._client: Any = None
         self._blocking: Any = None
         self._scripts: dict[str, Any] = {}
+        # Idle connections for scripts (plain, blocking), each with when it was given back, of
+        # process ``_pid``; ``close`` raises the generation, so a connection in use meanwhile
+        # is closed when given back.
+        self._lock = threading.Lock()
+        self._idle: tuple[list[tuple[Any, float]], list[tuple[Any, float]]] = ([], [])
+        self._pid = os.getpid()
+        self._generation = 0
 
     @property
     def client(self) -> Any:
@@ -110,6 +129,66 @@ class Transport:
             script = self._scripts[name] = self.client.register_script(lua.source(name))
         return script
 
+    def evalsha(self, script: Any, keys: list[str], args: list[Any]) -> Any:
+        """One script call; a Redis that lost its scripts (a restart) is given this one again."""
+        command = ("EVALSHA", script.sha, len(keys), *keys, *args)
+        with self.connection() as conn:
+            try:
+                return roundtrip(conn, command)
+            except redis.exceptions.NoScriptError:
+                roundtrip(conn, ("SCRIPT", "LOAD", script.script))
+                return roundtrip(conn, command)
+
+    @contextmanager
+    def connection(self, blocking: bool = False) -> Iterator[Any]:
+        """A connection for this call alone, taken from the transport's idle ones (a forked
+        child and a ``close`` start afresh) and given back after it."""
+        pid = os.getpid()
+        with self._lock:
+            if self._pid != pid:  # a parent's sockets are never used by its child
+                self._idle, self._pid = ([], []), pid
+            idle = self._idle[blocking]
+            conn, since = idle.pop() if idle else (None, 0.0)
+            generation = self._generation
+        if conn is None:
+            client = self.blocking if blocking else self.client
+            conn = client.connection_pool.make_connection()
+        elif time.monotonic() - since >= STALE_AFTER:
+            fresh(conn)
+        try:
+            yield conn
+        finally:
+            with self._lock:
+                kept = self._pid == pid and self._generation == generation
+                if kept:
+                    self._idle[blocking].append((conn, time.monotonic()))
+            if not kept:
+                conn.disconnect()
+
+    def wait_then_run(self, wake_keys: list[str], timeout: float, name: str, *args: Any) -> Any:
+        """BLPOP on ``wake_keys``, and script ``name`` sent right behind it: Redis runs the
+        script the moment the wait ends, and one round trip brings its reply. A lost script
+        (NoScriptError) is loaded for the next call and raised."""
+        script = self.script(name)
+        keys = self.keys()
+        with self.connection(blocking=True) as conn:
+            packed = conn.pack_commands(
+                [
+                    ("BLPOP", *wake_keys, timeout),
+                    ("EVALSHA", script.sha, len(keys), *keys, self.prefix, *args),
+                ]
+            )
+            try:
+                conn.send_packed_command(packed)
+                conn.read_response()  # the wait's own reply tells nothing the script's does not
+                return conn.read_response()
+            except redis.exceptions.NoScriptError:
+                roundtrip(conn, ("SCRIPT", "LOAD", script.script))  # both replies were read
+                raise
+            except BaseException:
+                conn.disconnect()  # the script's reply may be on its way: never read it later
+                raise
+
     def run(self, name: str, *args: Any) -> Any:
         """Run a script with the prefix as its first argument; one that is safe to run twice is
         re-sent once if the connection broke. Redis errors become BrokerError."""
@@ -117,7 +196,7 @@ class Transport:
         tries = 2 if name in IDEMPOTENT else 1
         for attempt in range(tries):
             try:
-                return script(keys=self.keys(), args=[self.prefix, *args])
+                return self.evalsha(script, self.keys(), [self.prefix, *args])
             except (redis.ConnectionError, redis.TimeoutError) as exc:
                 if attempt + 1 == tries:
                     raise BrokerError(f"Redis: {exc}") from exc
@@ -127,6 +206,12 @@ class Transport:
         raise AssertionError("unreachable")
 
     def close(self) -> None:
+        with self._lock:
+            idle = [*self._idle[0], *self._idle[1]] if self._pid == os.getpid() else []
+            self._idle, self._pid = ([], []), os.getpid()
+            self._generation += 1
+        for conn, _ in idle:
+            conn.disconnect()
         for client in (self._client, self._blocking):
             if client is not None:
                 client.close()
@@ -134,3 +219,28 @@ class Transport:
                     client.connection_pool.disconnect()
         self._client = self._blocking = None
         self._scripts = {}
+
+
+def fresh(conn: Any) -> None:
+    """Close ``conn`` if the server has closed its end or anything is waiting on it (the send
+    then connects anew)."""
+    try:
+        stale = conn.can_read()
+    except (redis.ConnectionError, redis.TimeoutError, OSError):
+        stale = True
+    if stale:
+        conn.disconnect()
+
+
+def roundtrip(conn: Any, command: tuple[Any, ...]) -> Any:
+    """Send ``command`` on ``conn`` and read its reply. Whatever interrupts the exchange before
+    the whole reply is read closes the connection, so that a late reply can never be taken for
+    the next command's."""
+    try:
+        conn.send_command(*command)
+        return conn.read_response()
+    except redis.ResponseError:
+        raise  # an error reply, read whole: the connection is still in step
+    except BaseException:
+        conn.disconnect()
+        raise

@@ -110,8 +110,7 @@ local function to_queue(id, ver, body, front)
   -- queue has its workers awake already (and a sleeper wakes within a second anyway).
   if length <= 16 then
     local wake = P .. ':wake:' .. queue
-    redis.call('LPUSH', wake, 1)
-    redis.call('LTRIM', wake, 0, 63)
+    if redis.call('LPUSH', wake, 1) > 64 then redis.call('LTRIM', wake, 0, 63) end
   end
   return true
 end
@@ -196,9 +195,8 @@ local sent, queued = {}, {}
 for i = 2, #ARGV, 4 do
   local id, body, run_at = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2])
   local ver, attempts = next_version(0), tonumber(ARGV[i + 3])
-  if redis.call('HEXISTS', P .. ':msg', id) == 0 and redis.call('EXISTS', P .. ':r:' .. id) == 0
-  then
-    redis.call('HSET', P .. ':msg', id, body)
+  if redis.call('EXISTS', P .. ':r:' .. id) == 0
+     and redis.call('HSETNX', P .. ':msg', id, body) == 1 then
     redis.call('HSET', P .. ':ver', id, ver)
     local entry = id .. ':' .. ver
     if attempts > 0 then
@@ -259,10 +257,17 @@ for i = 6, #ARGV do
       local id, ver = parse_entry(entry)
       local body = id and redis.call('HGET', P .. ':msg', id)
       -- Checked before anything is written: a script that fails half-way is not undone.
-      local runs = body and number(redis.call('HGET', P .. ':attempts', id))
-      local damaged = body and (runs == nil or number(redis.call('HGET', P .. ':ver', id)) == nil)
-      if body and not damaged and current(id, ver) then
-        local token = bump(id)
+      local runs, stored = nil, false
+      if body then
+        runs = number(redis.call('HGET', P .. ':attempts', id))
+        stored = redis.call('HGET', P .. ':ver', id)
+      end
+      local damaged = body and (runs == nil or number(stored) == nil)
+      -- The entry is the job's current place (from the version read above).
+      local here = (ver == false and not stored) or (ver ~= false and stored == ver)
+      if body and not damaged and here then
+        local token = next_version(number(stored))
+        redis.call('HSET', P .. ':ver', id, token)
         redis.call('ZADD', P .. ':running', now + lease, id)
         redis.call('HSET', P .. ':owner', id, worker .. '|' .. now)
         redis.call('ZREM', P .. ':canceled', id)
