@@ -167,25 +167,16 @@ class FrameworkJob(JobQueueJob):
 
     def finished(self, job_id: str, status: str) -> None:
         """The job's final outcome is stored (``jobqueue.brokers.base.job_finished``): send
-        ``task_finished``, with the result of the run if this process ran it, else the result
-        as stored (a timeout, a child that died, a lost run)."""
-        backend = self.task.get_backend()
+        ``task_finished``. A first run that succeeded here is its own result; any other (a job
+        with failed attempts, a timeout, a child that died, a lost run) is read as stored, with
+        its errors and workers."""
         ran = self.runs.pop(job_id, None)
         try:
-            if ran is None:
-                result = backend.get_result(job_id)
-            else:
+            if ran is not None and ran.attempts == 1 and status == JobStatus.SUCCEEDED:
                 result = ran
-                _finish(result, STATUS[JobStatus(status)])
-                errors, workers = history(
-                    job_id,
-                    result.attempts,
-                    status,
-                    result.worker_ids[-1],
-                    lambda: _stored_failure(job_id),
-                )
-                result.errors[:] = errors
-                result.worker_ids[:] = workers
+                _finish(result, SUCCESSFUL)
+            else:
+                result = self.task.get_backend().get_result(job_id)
         except Exception:  # e.g. the database away: the job is stored, only the signal is lost
             logger.exception("job=%s task=%s state=task-finished-unsent", job_id, self.name)
             return
@@ -575,14 +566,6 @@ def history(
         for n in range(1, attempts + 1)
     ]
     return errors, workers
-
-
-def _stored_failure(job_id: str) -> tuple[str, str]:
-    """The error and traceback the broker stored for a job's last run."""
-    from jobqueue.brokers import get_broker
-
-    state = get_broker().state(job_id)
-    return state.error, state.traceback
 
 
 def _on_job_finished(sender: type, job_id: str, task: str, status: str, **kwargs: Any) -> None:
