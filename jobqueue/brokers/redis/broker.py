@@ -200,19 +200,11 @@ class RedisBroker(Broker):
         for o in outcomes:
             args += [o.job_id, o.token, o.status.value, codec.to_ms(o.run_at)]
             args.append(json.dumps(results.payload(o)))
-        taken = int(self.run("FINISH", *args))
-        finals = [o for o in outcomes if o.final]
-        if finals and taken < len(outcomes):
-            # Some were refused (stale tokens), or a retried call found them stored by its
-            # first run: the outcomes Redis now holds are those that were taken.
-            finals = [o for o in finals if self._holds(o)]
-        announce(type(self), ((o.job_id, o.task, o.status) for o in finals), self.db_alias())
-        return taken
-
-    def _holds(self, outcome: Outcome) -> bool:
-        """Whether the outcome Redis keeps for the job is this one."""
-        state = self.state(outcome.job_id)
-        return state.status == outcome.status and state.ended_at == outcome.ended_at
+        taken, ended = self.run("FINISH", *args)
+        ids = {text(job_id) for job_id in ended}
+        finals = ((o.job_id, o.task, o.status) for o in outcomes if o.job_id in ids)
+        announce(type(self), finals, self.db_alias())
+        return int(taken)
 
     def release(self, worker: str, leases: Sequence[Lease], *, lost: str = "") -> int:
         if not leases:

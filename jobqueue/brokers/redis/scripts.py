@@ -307,11 +307,12 @@ return {out, strays}
 """
 
 # ARGV: P, worker, result_ttl, then per outcome: id, token, status, run_at_ms, payload (JSON)
+# Returns {outcomes taken, ids of the jobs they finished for good}.
 FINISH = """
 local worker, ttl = ARGV[2], tonumber(ARGV[3])
 refuse_bar(worker)
 local now = now_ms()
-local done, notify = 0, false
+local done, notify, ended = 0, false, {}
 for i = 4, #ARGV, 5 do
   local id, token, status = ARGV[i], ARGV[i + 1], ARGV[i + 2]
   local run_at, payload = tonumber(ARGV[i + 3]), ARGV[i + 4]
@@ -332,13 +333,14 @@ for i = 4, #ARGV, 5 do
     else
       finished(id, ver, status, attempts, worker, payload, body, ttl)
       notify = true
+      ended[#ended + 1] = id
     end
     done = done + 1
   end
 end
 -- One message per batch: a waiting producer re-reads its job's state.
 if notify then redis.call('PUBLISH', P .. ':done', '') end
-return done
+return {done, ended}
 """
 
 # ARGV: P, worker, lost ('' : never started), head, tail, result_ttl, then per lease: id, token
