@@ -211,3 +211,19 @@ def test_tracking_records_attempts_once_whatever_is_replayed():
     tracker.apply([], [requeued, later])
     tracker.apply([], [first, requeued, later])
     assert list(JobAttempt.objects.values_list("number", "version")) == [(1, 40)]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_on_the_database_broker_a_batch_of_successes_is_one_statement():
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from jobqueue.brokers.database import DatabaseBroker
+
+    broker = DatabaseBroker()
+    add.map([(1, 1), (2, 2)])
+    messages = broker.claim(["default"], "w", 10)
+    with CaptureQueriesContext(connection) as queries:
+        done = [ended(m, JobStatus.SUCCEEDED, result="2") for m in messages]
+        assert broker.finish("w", done) == 2
+    assert len(queries.captured_queries) == 1  # no transaction, no attempt, no read
