@@ -227,3 +227,25 @@ def test_on_the_database_broker_a_batch_of_successes_is_one_statement():
         done = [ended(m, JobStatus.SUCCEEDED, result="2") for m in messages]
         assert broker.finish("w", done) == 2
     assert len(queries.captured_queries) == 1  # no transaction, no attempt, no read
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_job_page_shows_its_failed_attempts(admin_client):
+    from django.urls import reverse
+
+    from jobqueue.brokers.database import DatabaseBroker
+
+    broker = DatabaseBroker()
+    job = add.delay(1, 1)
+    first = claim(broker, "host.1/1")
+    assert broker.finish("host.1/1", [retry(first, "ValueError: the first one")]) == 1
+    broker.promote_due()
+    claim(broker, "host.1/2")
+
+    response = admin_client.get(reverse("admin:jobqueue_job_change", args=[job.id]))
+    assert response.status_code == 200
+    page = response.content.decode()
+    assert "failed attempts" in page.lower()
+    assert "ValueError: the first one" in page
+    assert "host.1/1" in page
+    assert "Traceback (most recent call last)" in page
