@@ -180,7 +180,7 @@ class JobAttempt(models.Model):
     ended_at = models.DateTimeField()
 
     class Meta:
-        ordering = ["job", "number"]
+        ordering = ["job_id", "number"]  # not "job": that would join the Job table
         constraints = [
             models.UniqueConstraint(fields=["job", "number"], name="jobqueue_one_entry_per_attempt")
         ]

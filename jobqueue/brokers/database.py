@@ -348,38 +348,36 @@ class DatabaseBroker(Broker):
     def _lose(self, leases: Sequence[Lease], rows: Any, lost: str) -> int:
         """Runs that may have happened ended without an outcome: the poison-pill rule. ``rows``
         are those of ``leases`` still held (and, for recovery, expired). Each is recorded as a
-        failed attempt in the same transaction: the row keeps its worker and start until the
-        attempt has been read from it."""
+        failed attempt in the same transaction, read from the row it left (its worker and start
+        kept until then). One statement per lease, so what is recorded is exactly what this
+        changed, never a row a finish with the same token changed meanwhile: losing runs is rare."""
         head, tail = worker_lost_error(lost)
         error = Concat(Value(head), Cast("attempts", CharField()), Value(tail))
         dead = Q(attempts__gt=F("max_retries"), attempts__gte=2)
+        changes = {
+            "status": Case(
+                When(dead, then=Value(JobStatus.FAILED.value)),
+                default=Value(JobStatus.QUEUED.value),
+            ),
+            "error": Case(
+                When(dead, then=error),
+                default=Value(f"WorkerLost: its worker process died ({lost})"),
+            ),
+            "traceback": "",
+            "ended_at": Case(When(dead, then=DbNow()), default=None),
+            "run_at": Case(When(dead, then=F("run_at")), default=DbNow()),  # back of the queue
+            "lease_expires_at": None,
+            "version": F("version") + 1,
+        }
         alias = self.db_alias()
         with transaction.atomic(using=alias):
-            lost_runs = int(
-                rows.update(
-                    status=Case(
-                        When(dead, then=Value(JobStatus.FAILED.value)),
-                        default=Value(JobStatus.QUEUED.value),
-                    ),
-                    error=Case(
-                        When(dead, then=error),
-                        default=Value(f"WorkerLost: its worker process died ({lost})"),
-                    ),
-                    traceback="",
-                    ended_at=Case(When(dead, then=DbNow()), default=None),
-                    run_at=Case(When(dead, then=F("run_at")), default=DbNow()),  # back of the queue
-                    lease_expires_at=None,
-                    version=F("version") + 1,
-                )
-            )
-            if not lost_runs:
+            ids = [
+                lease.job_id for lease in leases if rows.filter(id=lease.job_id).update(**changes)
+            ]
+            if not ids:
                 return 0
-            # The rows this update changed: the version it gave them.
-            changed = Q()
-            for lease in leases:
-                changed |= Q(id=lease.job_id, version=lease.token + 1)
             runs = list(
-                Job.objects.filter(changed).values(
+                Job.objects.filter(id__in=ids).values(
                     "id",
                     "task",
                     "status",
@@ -409,7 +407,7 @@ class DatabaseBroker(Broker):
             # A job back in its queue shows no worker and no start, as one never run.
             requeued = [run["id"] for run in runs if run["status"] == JobStatus.QUEUED]
             if requeued:
-                Job.objects.filter(changed, id__in=requeued).update(worker="", started_at=None)
+                Job.objects.filter(id__in=requeued).update(worker="", started_at=None)
         announce(
             type(self),
             (
@@ -419,7 +417,7 @@ class DatabaseBroker(Broker):
             ),
             alias,
         )
-        return lost_runs
+        return len(ids)
 
     def renew(self, worker: str, leases: Sequence[Lease]) -> set[str]:
         lost = {lease.job_id for lease in leases}
