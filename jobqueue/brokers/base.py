@@ -66,11 +66,19 @@ class Outcome:
         return self.status in FINISHED
 
 
+def announcing(sender: type) -> bool:
+    """Whether ``job_finished`` has receivers: without any, a broker need not say what it
+    finished (so a project that does not use it pays nothing for it)."""
+    return job_finished.has_listeners(sender)
+
+
 def announce(sender: type, finals: Iterable[tuple[str, str, str]], using: str) -> None:
     """Send ``job_finished`` for each (job id, task, status) once the transaction on ``using``
     that stores them commits (at once outside one)."""
+    if not announcing(sender):
+        return
     finals = list(finals)
-    if finals and job_finished.has_listeners(sender):
+    if finals:
         transaction.on_commit(lambda: _send_finished(sender, finals), using=using)
 
 

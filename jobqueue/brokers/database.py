@@ -21,7 +21,7 @@ from django.db import connections, transaction
 from django.db.models import Case, CharField, DateTimeField, F, Func, Q, Value, When
 from django.db.models.functions import Cast, Concat
 
-from jobqueue.brokers.base import Broker, Outcome, announce, worker_lost_error
+from jobqueue.brokers.base import Broker, Outcome, announce, announcing, worker_lost_error
 from jobqueue.conf import get_settings
 from jobqueue.exceptions import BrokerError
 from jobqueue.message import Lease, Message
@@ -283,20 +283,14 @@ class DatabaseBroker(Broker):
         with transaction.atomic(using=alias) if failed else nullcontext():
             with connection.cursor() as cursor:
                 cursor.execute(_finish_sql(connection, len(outcomes)), params)
-                # rowcount is -1 for a WITH statement on SQLite
-                taken = {str(uuid.UUID(str(row[0]))) for row in cursor.fetchall()}
-            if failed:
-                self._record_failures([o for o in failed if _canonical(o.job_id) in taken])
-        announce(
-            type(self),
-            (
-                (o.job_id, o.task, o.status)
-                for o in outcomes
-                if o.final and _canonical(o.job_id) in taken
-            ),
-            alias,
-        )
-        return len(taken)
+                rows = cursor.fetchall()  # rowcount is -1 for a WITH statement on SQLite
+            if failed or announcing(type(self)):  # which were taken: only if it matters
+                taken = {str(uuid.UUID(str(row[0]))) for row in rows}
+                if failed:
+                    self._record_failures([o for o in failed if _canonical(o.job_id) in taken])
+                finals = [o for o in outcomes if o.final and _canonical(o.job_id) in taken]
+                announce(type(self), ((o.job_id, o.task, o.status) for o in finals), alias)
+        return len(rows)
 
     @staticmethod
     def _record_failures(outcomes: Sequence[Outcome]) -> None:

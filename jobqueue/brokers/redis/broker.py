@@ -27,7 +27,14 @@ from typing import Any
 import redis
 from django.db import connections, transaction
 
-from jobqueue.brokers.base import Broker, JobState, Outcome, announce, worker_lost_error
+from jobqueue.brokers.base import (
+    Broker,
+    JobState,
+    Outcome,
+    announce,
+    announcing,
+    worker_lost_error,
+)
 from jobqueue.brokers.redis import codec, durability, outbox, records, results
 from jobqueue.brokers.redis.client import MAX_WAIT, Transport, text
 from jobqueue.brokers.redis.tracking import Tracking
@@ -201,9 +208,10 @@ class RedisBroker(Broker):
             args += [o.job_id, o.token, o.status.value, codec.to_ms(o.run_at)]
             args.append(json.dumps(results.payload(o)))
         taken, ended = self.run("FINISH", *args)
-        ids = {text(job_id) for job_id in ended}
-        finals = ((o.job_id, o.task, o.status) for o in outcomes if o.job_id in ids)
-        announce(type(self), finals, self.db_alias())
+        if ended and announcing(type(self)):
+            ids = {text(job_id) for job_id in ended}
+            finals = ((o.job_id, o.task, o.status) for o in outcomes if o.job_id in ids)
+            announce(type(self), finals, self.db_alias())
         return int(taken)
 
     def release(self, worker: str, leases: Sequence[Lease], *, lost: str = "") -> int:
