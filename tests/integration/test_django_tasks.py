@@ -359,7 +359,7 @@ def test_a_retry_then_a_success_keeps_the_failed_attempts_error_and_worker(worke
     assert error.exception_class_path == "builtins.RuntimeError"
     assert error.exception_class is RuntimeError
     assert "RuntimeError: attempt 1 fails" in error.traceback
-    assert 'in flaky\n    raise RuntimeError' in error.traceback.replace("\r", "")
+    assert 'in flaky\n    raise RuntimeError(f"attempt' in error.traceback  # the task's own frame
     assert len(result.worker_ids) == 2
     assert_real_workers(result)
     assert all(name.startswith(worker_name(worker)) for name in result.worker_ids)
@@ -550,6 +550,27 @@ def test_task_finished_follows_the_stored_outcome_after_a_retry(workers, tmp_pat
     assert finished_[1] == str(SUCCESSFUL)
     assert finished_[4:] == [str(SUCCESSFUL), "retried", "1", "2"]  # 1 error, 2 attempts
     assert result.status == SUCCESSFUL
+
+
+def test_task_finished_is_sent_for_a_task_whose_worker_process_keeps_dying(workers, tmp_path):
+    log = tmp_path / "signals"
+    result = tasks.signalled_dying.enqueue(str(log))  # @task(max_retries=1); SIGKILLs itself
+    worker = workers.drain()
+    result.refresh()
+
+    assert [line for line in lines(log) if line.startswith("attempt")] == [
+        "attempt 1",
+        "attempt 2",
+    ]
+    [finished_] = (line.split() for line in lines(log) if line.startswith("finished"))
+    assert finished_[:3] == ["finished", str(FAILED), "JobQueueBackend"]
+    assert finished_[3] == str(worker.process.pid)  # the supervisor, which saw the child die
+    assert finished_[4:] == [str(FAILED), "-", "2", "2"]
+    assert result.status == FAILED
+    assert [e.traceback.split(" on attempt")[0] for e in result.errors] == [
+        "WorkerLost: its worker process died (signal 9)"
+    ] * 2
+    assert_real_workers(result)
 
 
 def test_task_finished_is_sent_for_a_timeout_the_supervisor_records(workers, tmp_path):

@@ -146,6 +146,22 @@ def test_a_recovered_run_is_recorded_and_a_renewed_one_is_not(broker, announced)
     assert (row.status, row.worker, row.started_at) == ("queued", "", None)
 
 
+@pytest.mark.jobqueue(LEASE_TIMEOUT=0.2)
+def test_a_run_recovered_for_the_last_time_fails_and_is_announced(broker, announced):
+    job = add.delay(1, 1)
+    for number in (1, 2):
+        claim(broker, f"dead{number}")
+        wait_until(lambda: broker.recover() == 1, message="the lease to be recovered")
+    recorded = attempts(broker, job.id)
+    assert [(n, worker) for n, worker, _ in recorded] == [(1, "dead1"), (2, "dead2")]
+    assert recorded[1][2].startswith(
+        "WorkerLost: its worker process died (its worker stopped renewing its lease) on attempt 2"
+    )
+    assert [(job_id, status, now) for job_id, _, status, now in announced] == [
+        (job.id, "failed", "failed")
+    ]
+
+
 def test_a_requeue_starts_afresh_and_a_purge_takes_the_attempts(broker):
     job = add.delay(1, 1)
     message = claim(broker, "w1")

@@ -145,7 +145,19 @@ def signalled_after_a_retry(context, path):
     return "retried"
 
 
-TRACED = {signalled.func, signalled_past_its_timeout.func, signalled_after_a_retry.func}
+@task(takes_context=True, max_retries=1)
+def signalled_dying(context, path):
+    """Every attempt kills its own worker process, as an OOM kill would."""
+    log(path, f"attempt {context.attempt}")
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+TRACED = {
+    signalled.func,
+    signalled_past_its_timeout.func,
+    signalled_after_a_retry.func,
+    signalled_dying.func,
+}
 
 
 def _trace(signal_name):
