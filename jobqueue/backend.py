@@ -18,8 +18,7 @@ import multiprocessing
 import os
 import socket
 import time
-import traceback
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from typing import Any
 
@@ -32,6 +31,7 @@ from django.utils import timezone
 from django.utils.module_loading import import_string
 
 from jobqueue import exceptions, registry
+from jobqueue.brokers.base import job_finished
 from jobqueue.conf import get_settings
 from jobqueue.exceptions import ConfigurationError, JobNotFound, UnknownTask
 from jobqueue.execution import call
@@ -71,6 +71,7 @@ STATUS = {
 }
 
 ROW_WAIT = 2.0  # seconds get_result waits for the Redis broker's Job row of a job just sent
+KEPT = 1000  # results of runs a worker process keeps until their outcome is stored
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -99,6 +100,8 @@ class FrameworkJob(JobQueueJob):
             timeout=options["TIMEOUT"],
         )
         self.task = task
+        # The result of each run of this process, until its outcome is stored (``finished``).
+        self.runs: dict[str, TaskResult] = {}
 
     def decode(self, message: Message) -> tuple[list[Any], dict[str, Any]]:
         """Plain JSON only: jobqueue's tagged types (datetimes, model references...) are for
@@ -133,9 +136,9 @@ class FrameworkJob(JobQueueJob):
         return self.retry_backoff
 
     def run(self, message: Message, args: list[Any], kwargs: dict[str, Any]) -> Any:
-        """Run one attempt: the framework's ``task_started``, the function (given a
-        ``TaskContext`` if it takes one; ``async def`` on an event loop), ``task_finished`` once
-        the task has finished for good (succeeded, or failed with no retry left)."""
+        """Run one attempt: the framework's ``task_started``, then the function (given a
+        ``TaskContext`` if it takes one; ``async def`` on an event loop). ``task_finished`` waits
+        for the outcome to be stored (``finished``)."""
         task = self.sent_as(message)
         now = timezone.now()
         result: Any = TaskResult(
@@ -150,33 +153,33 @@ class FrameworkJob(JobQueueJob):
             kwargs=kwargs,
             backend=task.backend,
             errors=[],
-            worker_ids=worker_ids(message.attempts, worker_id()),
+            worker_ids=[""] * (message.attempts - 1) + [worker_id()],
         )
-        sender = type(task.get_backend())
-        send_robust(task_started, sender, result)
+        self.runs.pop(message.id, None)
+        if len(self.runs) >= KEPT:  # outcomes refused, or retried: never finished here
+            del self.runs[next(iter(self.runs))]
+        self.runs[message.id] = result
+        send_robust(task_started, type(task.get_backend()), result)
         leading: tuple[Any, ...] = (TaskContext(task_result=result),) if task.takes_context else ()
-        try:
-            value = plain_json(call(task.func, *leading, *args, **kwargs), "return value")
-        except BaseException as exc:  # as execute(): SystemExit, CancelledError... fail the job
-            if message.attempts > message.max_retries:  # no retry left: finished, failed
-                result.errors.append(
-                    TaskError(
-                        exception_class_path=class_path(type(exc)),
-                        traceback="".join(_format(exc)),
-                    )
-                )
-                self.finished(result, TaskResultStatus.FAILED)
-            raise
+        value = plain_json(call(task.func, *leading, *args, **kwargs), "return value")
         object.__setattr__(result, "_return_value", value)
-        self.finished(result, SUCCESSFUL)
         return value
 
-    def finished(self, result: TaskResult, status: Any) -> None:
-        """The task has finished for good: ``task_finished``, the one place it is sent from.
-        Called by ``run`` (so before the worker stores the outcome, and never for a failure the
-        supervisor records); a worker hook called after the outcome is stored would call this
-        instead."""
-        _finish(result, status)
+    def finished(self, job_id: str, status: str) -> None:
+        """The job's final outcome is stored (``jobqueue.brokers.base.job_finished``): send
+        ``task_finished``. A first run that succeeded here is its own result; any other (a job
+        with failed attempts, a timeout, a child that died, a lost run) is read as stored, with
+        its errors and workers."""
+        ran = self.runs.pop(job_id, None)
+        try:
+            if ran is not None and ran.attempts == 1 and status == JobStatus.SUCCEEDED:
+                result = ran
+                _finish(result, SUCCESSFUL)
+            else:
+                result = self.task.get_backend().get_result(job_id)
+        except Exception:  # e.g. the database away: the job is stored, only the signal is lost
+            logger.exception("job=%s task=%s state=task-finished-unsent", job_id, self.name)
+            return
         send_robust(task_finished, type(result.task.get_backend()), result)
 
 
@@ -356,8 +359,15 @@ class JobQueueBackend(BaseTaskBackend):
             args=args,
             kwargs=kwargs,
             backend=task.backend,
-            errors=errors(state.status, state.error or row.error, state.traceback or row.traceback),
-            worker_ids=worker_ids(row.attempts, row.worker),
+            errors=[],
+            worker_ids=[],
+        )
+        result.errors[:], result.worker_ids[:] = history(
+            job_id,
+            row.attempts,
+            state.status,
+            row.worker,
+            lambda: (state.error or row.error, state.traceback or row.traceback),
         )
         if state.status == JobStatus.SUCCEEDED and state.result is not None:
             object.__setattr__(result, "_return_value", loads(state.result))
@@ -506,22 +516,9 @@ def class_path(cls: type) -> str:
     return f"{cls.__module__}.{cls.__qualname__}"
 
 
-def _format(exc: BaseException) -> list[str]:
-    return traceback.format_exception(exc)
-
-
-def errors(status: str, error: str, tb: str) -> list[TaskError]:
-    """The last failure the Job row recorded (the row keeps no earlier ones), as the framework's
-    ``TaskError``; a job canceled before it failed gets a ``JobCanceled`` entry."""
-    if status == JobStatus.CANCELED:
-        return [
-            TaskError(
-                exception_class_path=class_path(exceptions.JobCanceled),
-                traceback=tb or f"JobCanceled: {error or 'the job was canceled'}",
-            )
-        ]
-    if not error:
-        return []
+def task_error(error: str, tb: str) -> TaskError:
+    """A failure as recorded (``module.Class: message``, builtins unprefixed), as the
+    framework's ``TaskError``."""
     name = error.partition(":")[0].strip()
     if "." not in name:
         if isinstance(getattr(builtins, name, None), type):
@@ -530,13 +527,62 @@ def errors(status: str, error: str, tb: str) -> list[TaskError]:
             name = f"jobqueue.exceptions.{name}"
         else:  # e.g. WorkerLost: a failure jobqueue recorded, with no class of its own
             name = class_path(exceptions.JobFailed)
-    return [TaskError(exception_class_path=name, traceback=tb or error)]
+    return TaskError(exception_class_path=name, traceback=tb or error)
 
 
-def worker_ids(attempts: int, last: str) -> list[str]:
-    """One entry per attempt, so ``TaskResult.attempts`` counts them; the Job row names the
-    worker of the last attempt only: earlier ones are ``""``."""
-    return [""] * (attempts - 1) + [last] if attempts > 0 else []
+def history(
+    job_id: str,
+    attempts: int,
+    status: str,
+    last_worker: str,
+    last_failure: Callable[[], tuple[str, str]],
+) -> tuple[list[TaskError], list[str]]:
+    """``errors`` (one per failed attempt) and ``worker_ids`` (one per attempt) of a job that
+    has had ``attempts`` runs, the last by ``last_worker``: from its failed attempts, read only
+    if it has had one (a job that succeeded at its first run costs no query). A failure with no
+    attempt of its own (recorded before attempts were, or refused before it ran) is
+    ``last_failure()`` (error, traceback); a job canceled gets a ``JobCanceled`` entry."""
+    from jobqueue.models import JobAttempt
+
+    past: dict[int, Any] = {}
+    if attempts > 1 or (attempts == 1 and status not in (JobStatus.STARTED, JobStatus.SUCCEEDED)):
+        rows = JobAttempt.objects.filter(job_id=job_id, number__lte=attempts)
+        past = {a.number: a for a in rows.only("number", "worker", "error", "traceback")}
+    errors = [task_error(past[n].error, past[n].traceback) for n in sorted(past)]
+    if status == JobStatus.FAILED and attempts not in past:
+        error, tb = last_failure()
+        if error:
+            errors.append(task_error(error, tb))
+    if status == JobStatus.CANCELED:
+        error, tb = last_failure()
+        errors.append(
+            TaskError(
+                exception_class_path=class_path(exceptions.JobCanceled),
+                traceback=tb or f"JobCanceled: {error or 'the job was canceled'}",
+            )
+        )
+    workers = [
+        past[n].worker if n in past else (last_worker if n == attempts else "")
+        for n in range(1, attempts + 1)
+    ]
+    return errors, workers
+
+
+def _on_job_finished(sender: type, job_id: str, task: str, status: str, **kwargs: Any) -> None:
+    """jobqueue's ``job_finished``: a job of a framework task sends ``task_finished``."""
+    if not task:  # a lost run: the broker knew only its id
+        from jobqueue.models import Job
+
+        task = Job.objects.filter(id=job_id).values_list("task", flat=True).first() or ""
+    try:
+        job = registry.get_task(task)
+    except UnknownTask:
+        return
+    if isinstance(job, FrameworkJob):
+        job.finished(job_id, status)
+
+
+job_finished.connect(_on_job_finished, dispatch_uid="jobqueue.backend")
 
 
 def worker_id() -> str:

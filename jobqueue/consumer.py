@@ -49,6 +49,7 @@ def refused_outcome(outcome: Outcome, exc: BaseException) -> Outcome:
         error=f"OutcomeRefused: the broker refused to store this job's outcome "
         f"({type(exc).__name__})",
         token=outcome.token,
+        task=outcome.task,
     )
 
 

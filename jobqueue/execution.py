@@ -133,12 +133,20 @@ def failure(
             run_at=run_at,
             token=token,
             delay=delay,
+            task=task_name,
         )
     logger.warning(
         "job=%s task=%s state=failed attempts=%s error=%s", job_id, task_name, attempts, error
     )
     return Outcome(
-        job_id, JobStatus.FAILED, started_at, now, error=error, traceback=tb, token=token
+        job_id,
+        JobStatus.FAILED,
+        started_at,
+        now,
+        error=error,
+        traceback=tb,
+        token=token,
+        task=task_name,
     )
 
 
@@ -178,4 +186,5 @@ def execute(message: Message) -> Outcome:
         timezone.now(),
         result=storable(result),
         token=message.token,
+        task=message.task,
     )

@@ -5,12 +5,20 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.db import models
+from django.db import models, transaction
 from django.db.models import Q
 from django.utils import timezone
 
 from jobqueue.message import Message
 from jobqueue.states import JobStatus
+
+
+class JobQuerySet(models.QuerySet["Job"]):
+    def delete(self) -> tuple[int, dict[str, int]]:
+        """Jobs go with their attempts (a table with no database cascade: see ``JobAttempt``)."""
+        with transaction.atomic(using=self.db):
+            JobAttempt.objects.using(self.db).filter(job_id__in=self.values("pk")).delete()
+            return super().delete()
 
 
 class Job(models.Model):
@@ -51,6 +59,8 @@ class Job(models.Model):
     resent = models.PositiveIntegerField(
         default=0, help_text="Redis broker: times sent again after Redis lost it."
     )
+
+    objects = JobQuerySet.as_manager()
 
     class Meta:
         ordering = ["-enqueued_at"]
@@ -134,6 +144,49 @@ class Job(models.Model):
         if self.started_at and self.ended_at:
             return (self.ended_at - self.started_at).total_seconds()
         return None
+
+    def delete(self, using: Any = None, keep_parents: bool = False) -> tuple[int, dict[str, int]]:
+        alias = using or self._state.db
+        with transaction.atomic(using=alias):
+            JobAttempt.objects.using(alias).filter(job_id=self.pk).delete()
+            return super().delete(using=using, keep_parents=keep_parents)
+
+
+class JobAttempt(models.Model):
+    """A run of a job that failed: raised (retried or not), was killed for its timeout, or was
+    lost with its worker process. The Job row keeps only its last run; these rows keep each
+    failed one, so ``TaskResult.errors`` and ``worker_ids`` name every attempt. Written with the
+    failure it records (in the same transaction; on the Redis broker by tracking, from the
+    failure's event), never for a run that succeeded. A requeue starts the job afresh, without
+    its earlier attempts; purging a job deletes them."""
+
+    # No database constraint: on the Redis broker tracking may record an attempt of a job whose
+    # row it could not write. Indexed by the unique (job, number).
+    job = models.ForeignKey(
+        Job,
+        on_delete=models.DO_NOTHING,
+        db_constraint=False,
+        db_index=False,
+        related_name="failed_attempts",
+    )
+    number = models.PositiveIntegerField(help_text="The attempt: 1 for the first run.")
+    version = models.PositiveBigIntegerField(
+        help_text="The job's version the failure made (a requeue forgets older attempts)."
+    )
+    worker = models.CharField(max_length=200, blank=True)
+    error = models.TextField(blank=True, help_text="Exception type and message.")
+    traceback = models.TextField(blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    ended_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["job_id", "number"]  # not "job": that would join the Job table
+        constraints = [
+            models.UniqueConstraint(fields=["job", "number"], name="jobqueue_one_entry_per_attempt")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.job_id} attempt {self.number}"
 
 
 class Worker(models.Model):

@@ -83,6 +83,7 @@ def encode_outcome(outcome: Outcome) -> bytes:
                 "run_at": outcome.run_at.isoformat() if outcome.run_at else None,
                 "token": outcome.token,
                 "delay": outcome.delay,
+                "task": outcome.task,
             },
             separators=(",", ":"),
         ).encode()
@@ -106,6 +107,7 @@ def decode_outcomes(data: bytes) -> list[Outcome]:
                 run_at=datetime.fromisoformat(d["run_at"]) if d["run_at"] else None,
                 token=d["token"],
                 delay=d.get("delay"),
+                task=d.get("task", ""),
             )
         )
     return outcomes

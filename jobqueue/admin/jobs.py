@@ -28,7 +28,7 @@ from jobqueue.admin.display import (
 from jobqueue.brokers import get_broker
 from jobqueue.conf import get_settings
 from jobqueue.exceptions import JobQueueError
-from jobqueue.models import Job, Schedule, ScheduleTick
+from jobqueue.models import Job, JobAttempt, Schedule, ScheduleTick
 from jobqueue.paginator import EstimatedCountPaginator
 from jobqueue.registry import all_tasks
 from jobqueue.states import JobStatus
@@ -87,6 +87,33 @@ class ResentFilter(admin.SimpleListFilter):
 
     def queryset(self, request: HttpRequest, queryset: QuerySet[Job]) -> QuerySet[Job]:
         return queryset.filter(resent__gt=0) if self.value() == "yes" else queryset
+
+
+class AttemptInline(admin.TabularInline):
+    """The job's failed attempts, each with its worker and error; read-only, like the job."""
+
+    model = JobAttempt
+    verbose_name = "failed attempt"
+    fields = ("number", "worker", "started_at", "ended_at", "error", "traceback_display")
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+    show_change_link = False
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    @admin.display(description="traceback")
+    def traceback_display(self, attempt: JobAttempt) -> SafeString | str:
+        if not attempt.traceback:
+            return EMPTY
+        return format_html(
+            '<details><summary>show</summary><pre class="jobqueue-pre">{}</pre></details>',
+            attempt.traceback,
+        )
 
 
 @admin.register(Job)
@@ -148,6 +175,7 @@ class JobAdmin(ReadOnlyAdmin):
         ("Failure", {"fields": ("error", "traceback_display")}),
     )
     readonly_fields = tuple(flatten_fieldsets(fieldsets))
+    inlines = (AttemptInline,)
 
     # -- columns and fields ----------------------------------------------------------------------
     @admin.display(description="status")

@@ -8,22 +8,34 @@ record are implemented here, and brokers with state elsewhere extend them.
 
 from __future__ import annotations
 
+import logging
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.db import router
+from django.db import router, transaction
 from django.db.models import Count, F
 from django.db.models.functions import Now
+from django.dispatch import Signal
 from django.utils import timezone
 
 from jobqueue.conf import get_settings
 from jobqueue.exceptions import JobNotFound
 from jobqueue.message import Lease, Message
 from jobqueue.states import FINISHED, WAITING, JobStatus
+
+logger = logging.getLogger(__name__)
+
+#: Sent once a job's final outcome (succeeded, or failed for good) is stored, by the process that
+#: stored it: a worker child for what its tasks did, its supervisor for a timeout or a child that
+#: died, whoever recovers a lost run; never before the outcome is readable, and never for an
+#: outcome the broker refused. Arguments: ``job_id``, ``task`` (its name; "" where the broker
+#: does not know it) and ``status``; the sender is the broker's class (the Job model in EAGER
+#: mode). A receiver that raises is logged.
+job_finished = Signal()
 
 
 @dataclass
@@ -43,10 +55,47 @@ class Outcome:
     run_at: datetime | None = None
     token: int = 0
     delay: float | None = None
+    task: str = ""  # the task's name, for job_finished
 
     @property
     def lease(self) -> Lease:
         return Lease(self.job_id, self.token)
+
+    @property
+    def final(self) -> bool:
+        return self.status in FINISHED
+
+
+def announcing(sender: type) -> bool:
+    """Whether ``job_finished`` has receivers: without any, a broker need not say what it
+    finished (so a project that does not use it pays nothing for it)."""
+    return job_finished.has_listeners(sender)
+
+
+def announce(sender: type, finals: Iterable[tuple[str, str, str]], using: str) -> None:
+    """Send ``job_finished`` for each (job id, task, status) once the transaction on ``using``
+    that stores them commits (at once outside one)."""
+    if not announcing(sender):
+        return
+    finals = list(finals)
+    if finals:
+        transaction.on_commit(lambda: _send_finished(sender, finals), using=using)
+
+
+def _send_finished(sender: type, finals: list[tuple[str, str, str]]) -> None:
+    for job_id, task, status in finals:
+        for receiver, response in job_finished.send_robust(
+            sender, job_id=job_id, task=task, status=status
+        ):
+            if isinstance(response, Exception):
+                logger.error(
+                    "job=%s task=%s receiver=%r state=job-finished-receiver-failed error=%r",
+                    job_id,
+                    task,
+                    receiver,
+                    response,
+                    exc_info=response,
+                )
 
 
 @dataclass
@@ -73,6 +122,12 @@ def _job_model() -> Any:
     from jobqueue.models import Job
 
     return Job
+
+
+def _attempt_model() -> Any:
+    from jobqueue.models import JobAttempt
+
+    return JobAttempt
 
 
 class Broker(ABC):
@@ -210,18 +265,23 @@ class Broker(ABC):
         rows = job.objects.filter(status__in=(JobStatus.FAILED, JobStatus.CANCELED))
         if job_ids is not None:
             rows = rows.filter(id__in=list(job_ids))
-        return rows.update(
-            status=JobStatus.QUEUED,
-            run_at=Now(),  # the back of its queue
-            version=F("version") + 1,
-            attempts=0,
-            worker="",
-            error="",
-            traceback="",
-            result=None,
-            started_at=None,
-            ended_at=None,
-        )
+        with transaction.atomic(using=self.db_alias()):
+            # It starts afresh: attempts are counted from 1 again, without the earlier ones.
+            _attempt_model().objects.filter(job_id__in=rows.values("pk")).delete()
+            return int(
+                rows.update(
+                    status=JobStatus.QUEUED,
+                    run_at=Now(),  # the back of its queue
+                    version=F("version") + 1,
+                    attempts=0,
+                    worker="",
+                    error="",
+                    traceback="",
+                    result=None,
+                    started_at=None,
+                    ended_at=None,
+                )
+            )
 
     def purge_queue(self, queue: str) -> int:
         """Delete every job waiting in ``queue``."""

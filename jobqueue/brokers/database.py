@@ -14,17 +14,18 @@ import sqlite3
 import time
 import uuid
 from collections.abc import Iterator, Sequence
+from contextlib import nullcontext
 from typing import Any
 
-from django.db import connections
+from django.db import connections, transaction
 from django.db.models import Case, CharField, DateTimeField, F, Func, Q, Value, When
 from django.db.models.functions import Cast, Concat
 
-from jobqueue.brokers.base import Broker, Outcome, worker_lost_error
+from jobqueue.brokers.base import Broker, Outcome, announce, announcing, worker_lost_error
 from jobqueue.conf import get_settings
 from jobqueue.exceptions import BrokerError
 from jobqueue.message import Lease, Message
-from jobqueue.models import Job
+from jobqueue.models import Job, JobAttempt
 from jobqueue.states import JobStatus
 
 CHANNEL = "jobqueue"
@@ -41,6 +42,7 @@ _CLAIMED_COLUMNS = (
     "run_at",
 )
 LEASE_CHUNK = 200  # leases matched per statement (one OR-ed condition each)
+LOST_LEASE = "its worker stopped renewing its lease"
 
 
 class DbNow(Func):
@@ -141,6 +143,10 @@ def _held(leases: Sequence[Lease]) -> Q:
     for lease in leases:
         match |= Q(id=lease.job_id, version=lease.token)
     return match & Q(status=JobStatus.STARTED)
+
+
+def _canonical(job_id: str) -> str:
+    return str(uuid.UUID(job_id))
 
 
 def _chunks(leases: Sequence[Lease]) -> Iterator[Sequence[Lease]]:
@@ -271,16 +277,56 @@ class DatabaseBroker(Broker):
         now = now_sql(connection)[1]
         params += [JobStatus.SCHEDULED.value, *now, JobStatus.QUEUED.value, *now, *now]
         params.append(JobStatus.STARTED.value)
-        with connection.cursor() as cursor:
-            cursor.execute(_finish_sql(connection, len(outcomes)), params)
-            return len(cursor.fetchall())  # rowcount is -1 for a WITH statement on SQLite
+        # Only a batch with a failure pays for a transaction: its attempts are stored with it.
+        failed = [o for o in outcomes if o.status in (JobStatus.FAILED, JobStatus.SCHEDULED)]
+        alias = self.db_alias()
+        with transaction.atomic(using=alias) if failed else nullcontext():
+            with connection.cursor() as cursor:
+                cursor.execute(_finish_sql(connection, len(outcomes)), params)
+                rows = cursor.fetchall()  # rowcount is -1 for a WITH statement on SQLite
+            if failed or announcing(type(self)):  # which were taken: only if it matters
+                taken = {str(uuid.UUID(str(row[0]))) for row in rows}
+                if failed:
+                    self._record_failures([o for o in failed if _canonical(o.job_id) in taken])
+                finals = [o for o in outcomes if o.final and _canonical(o.job_id) in taken]
+                announce(type(self), ((o.job_id, o.task, o.status) for o in finals), alias)
+        return len(rows)
+
+    @staticmethod
+    def _record_failures(outcomes: Sequence[Outcome]) -> None:
+        """An attempt row for each failed run just stored (in its transaction): the number and
+        worker of the claim it ran under, read from the row it finished."""
+        if not outcomes:
+            return
+        claims = {
+            str(job_id): (attempts, worker)
+            for job_id, attempts, worker in Job.objects.filter(
+                id__in=[o.job_id for o in outcomes]
+            ).values_list("id", "attempts", "worker")
+        }
+        JobAttempt.objects.bulk_create(
+            [
+                JobAttempt(
+                    job_id=o.job_id,
+                    number=claims[_canonical(o.job_id)][0],
+                    version=o.token + 1,
+                    worker=claims[_canonical(o.job_id)][1],
+                    error=o.error,
+                    traceback=o.traceback,
+                    started_at=o.started_at,
+                    ended_at=o.ended_at,
+                )
+                for o in outcomes
+            ],
+            ignore_conflicts=True,
+        )
 
     def release(self, worker: str, leases: Sequence[Lease], *, lost: str = "") -> int:
         taken = 0
         for chunk in _chunks(list(leases)):
             rows = Job.objects.filter(_held(chunk))
             if lost:
-                taken += self._lose(rows, lost)
+                taken += self._lose(chunk, rows, lost)
             else:
                 # Never started: the attempt is given back, and run_at (its place) is kept.
                 taken += rows.update(
@@ -293,31 +339,79 @@ class DatabaseBroker(Broker):
                 )
         return taken
 
-    @staticmethod
-    def _lose(rows: Any, lost: str) -> int:
-        """Runs that may have happened ended without an outcome: the poison-pill rule."""
+    def _lose(self, leases: Sequence[Lease], rows: Any, lost: str) -> int:
+        """Runs that may have happened ended without an outcome: the poison-pill rule. ``rows``
+        are those of ``leases`` still held (and, for recovery, expired). Each is recorded as a
+        failed attempt in the same transaction, read from the row it left (its worker and start
+        kept until then). One statement per lease, so what is recorded is exactly what this
+        changed, never a row a finish with the same token changed meanwhile: losing runs is rare."""
         head, tail = worker_lost_error(lost)
         error = Concat(Value(head), Cast("attempts", CharField()), Value(tail))
         dead = Q(attempts__gt=F("max_retries"), attempts__gte=2)
-        return int(
-            rows.update(
-                status=Case(
-                    When(dead, then=Value(JobStatus.FAILED.value)),
-                    default=Value(JobStatus.QUEUED.value),
-                ),
-                error=Case(
-                    When(dead, then=error),
-                    default=Value(f"WorkerLost: its worker process died ({lost})"),
-                ),
-                traceback="",
-                ended_at=Case(When(dead, then=DbNow()), default=None),
-                run_at=Case(When(dead, then=F("run_at")), default=DbNow()),  # back of the queue
-                worker=Case(When(dead, then=F("worker")), default=Value("")),
-                started_at=Case(When(dead, then=F("started_at")), default=None),
-                lease_expires_at=None,
-                version=F("version") + 1,
+        changes = {
+            "status": Case(
+                When(dead, then=Value(JobStatus.FAILED.value)),
+                default=Value(JobStatus.QUEUED.value),
+            ),
+            "error": Case(
+                When(dead, then=error),
+                default=Value(f"WorkerLost: its worker process died ({lost})"),
+            ),
+            "traceback": "",
+            "ended_at": Case(When(dead, then=DbNow()), default=None),
+            "run_at": Case(When(dead, then=F("run_at")), default=DbNow()),  # back of the queue
+            "lease_expires_at": None,
+            "version": F("version") + 1,
+        }
+        alias = self.db_alias()
+        with transaction.atomic(using=alias):
+            ids = [
+                lease.job_id for lease in leases if rows.filter(id=lease.job_id).update(**changes)
+            ]
+            if not ids:
+                return 0
+            runs = list(
+                Job.objects.filter(id__in=ids).values(
+                    "id",
+                    "task",
+                    "status",
+                    "attempts",
+                    "worker",
+                    "error",
+                    "started_at",
+                    "version",
+                    now=DbNow(),
+                )
             )
+            JobAttempt.objects.bulk_create(
+                [
+                    JobAttempt(
+                        job_id=run["id"],
+                        number=run["attempts"],
+                        version=run["version"],
+                        worker=run["worker"],
+                        error=run["error"],
+                        started_at=run["started_at"],
+                        ended_at=run["now"],
+                    )
+                    for run in runs
+                ],
+                ignore_conflicts=True,
+            )
+            # A job back in its queue shows no worker and no start, as one never run.
+            requeued = [run["id"] for run in runs if run["status"] == JobStatus.QUEUED]
+            if requeued:
+                Job.objects.filter(id__in=requeued).update(worker="", started_at=None)
+        announce(
+            type(self),
+            (
+                (str(run["id"]), run["task"], run["status"])
+                for run in runs
+                if run["status"] == JobStatus.FAILED
+            ),
+            alias,
         )
+        return len(ids)
 
     def renew(self, worker: str, leases: Sequence[Lease]) -> set[str]:
         lost = {lease.job_id for lease in leases}
@@ -333,8 +427,19 @@ class DatabaseBroker(Broker):
         )
 
     def recover(self) -> int:
-        expired = Job.objects.filter(status=JobStatus.STARTED, lease_expires_at__lt=DbNow())
-        return self._lose(expired, "its worker stopped renewing its lease")
+        """The expired leases are read first, then lost as ``release(lost=...)`` loses them,
+        fenced by their tokens and still expired (a lease renewed meanwhile is kept)."""
+        expired = [
+            Lease(str(job_id), token)
+            for job_id, token in Job.objects.filter(
+                status=JobStatus.STARTED, lease_expires_at__lt=DbNow()
+            ).values_list("id", "version")
+        ]
+        recovered = 0
+        for chunk in _chunks(expired):
+            rows = Job.objects.filter(_held(chunk), lease_expires_at__lt=DbNow())
+            recovered += self._lose(chunk, rows, LOST_LEASE)
+        return recovered
 
     def close(self) -> None:
         if self._listener is not None:

@@ -330,12 +330,49 @@ def test_retries_of_a_task_are_counted_attempts(workers, tmp_path):
     assert result.status == SUCCESSFUL
     assert result.return_value == 3
     assert result.attempts == 3
-    # The Job row names the worker of the last attempt only.
-    assert result.worker_ids == ["", "", JobResult(result.id).job.worker]
-    assert result.errors == []  # it succeeded in the end
+    # One error per failed attempt, though it succeeded in the end.
+    assert [e.exception_class_path for e in result.errors] == ["builtins.RuntimeError"] * 2
+    for number, error in enumerate(result.errors, 1):
+        assert f"RuntimeError: attempt {number} fails" in error.traceback
+        assert "Traceback (most recent call last)" in error.traceback
+    assert_real_workers(result)
 
 
-def test_a_task_out_of_retries_fails_with_its_last_error(workers, tmp_path):
+def assert_real_workers(result) -> None:
+    """One worker id per attempt, each the name of a worker child that ran it; the last the
+    Job row's."""
+    assert len(result.worker_ids) == result.attempts
+    row = JobResult(result.id).job
+    assert result.worker_ids[-1] == row.worker
+    for name in result.worker_ids:
+        assert name.rpartition("/")[2].isdigit(), result.worker_ids  # "<host>.<pid>/<n>"
+
+
+def test_a_retry_then_a_success_keeps_the_failed_attempts_error_and_worker(workers, tmp_path):
+    runs = tmp_path / "runs"
+    result = tasks.flaky.enqueue(str(runs), 2)  # fails once, then succeeds
+    worker = workers.drain("--concurrency", "2")
+    result.refresh()
+
+    assert result.status == SUCCESSFUL
+    [error] = result.errors
+    assert error.exception_class_path == "builtins.RuntimeError"
+    assert error.exception_class is RuntimeError
+    assert "RuntimeError: attempt 1 fails" in error.traceback
+    assert 'in flaky\n    raise RuntimeError(f"attempt' in error.traceback  # the task's own frame
+    assert len(result.worker_ids) == 2
+    assert_real_workers(result)
+    assert all(name.startswith(worker_name(worker)) for name in result.worker_ids)
+
+
+def worker_name(worker) -> str:
+    """The name a ``jobworker`` process's children take: "<host>.<pid>/"."""
+    import socket
+
+    return f"{socket.gethostname()}.{worker.process.pid}/"
+
+
+def test_a_task_out_of_retries_has_an_error_per_attempt(workers, tmp_path):
     runs = tmp_path / "runs"
     result = tasks.always_fails.enqueue(str(runs))  # @task(max_retries=1)
     workers.drain()
@@ -344,7 +381,9 @@ def test_a_task_out_of_retries_fails_with_its_last_error(workers, tmp_path):
     assert lines(runs) == ["run", "run"]
     assert result.status == FAILED
     assert result.attempts == 2
-    assert [e.exception_class for e in result.errors] == [KeyError]
+    assert [e.exception_class for e in result.errors] == [KeyError, KeyError]
+    assert all("KeyError: 'never'" in e.traceback for e in result.errors)
+    assert_real_workers(result)
 
 
 def test_retries_default_to_the_backends_options(workers, tmp_path):
@@ -365,19 +404,25 @@ def test_a_task_past_its_timeout_is_killed_and_fails(workers, tmp_path):
     result.refresh()
     assert marker.exists()
     assert result.status == FAILED
-    assert result.errors[0].exception_class is TimeoutError
-    assert "timeout of 1 s" in result.errors[0].traceback
+    [error] = result.errors
+    assert error.exception_class is TimeoutError
+    assert "timeout of 1 s" in error.traceback
+    assert_real_workers(result)
 
 
 def test_a_task_whose_worker_process_dies_runs_again(workers, tmp_path):
     runs = tmp_path / "runs"
-    result = tasks.dies_on_first_attempt.enqueue(str(runs))
+    result = tasks.dies_on_first_attempt.enqueue(str(runs))  # SIGKILLs its own process
     workers.drain()
     result.refresh()
     assert lines(runs) == ["attempt 1", "attempt 2"]
     assert result.status == SUCCESSFUL
     assert result.return_value == 2
     assert result.attempts == 2
+    [lost] = result.errors  # the run its process died in
+    assert lost.exception_class_path == "jobqueue.exceptions.JobFailed"
+    assert lost.traceback.startswith("WorkerLost: its worker process died (signal 9)")
+    assert_real_workers(result)
 
 
 def test_a_canceled_task_is_failed_with_job_canceled(broker):
@@ -487,7 +532,60 @@ def test_signals_are_sent_by_the_worker_running_the_task(workers, tmp_path):
     assert started[:3] == ["started", str(RUNNING), "JobQueueBackend"]
     assert finished_[:3] == ["finished", str(SUCCESSFUL), "JobQueueBackend"]
     assert started[3] == finished_[3] != str(os.getpid())  # the worker's child process
+    # Sent once the outcome is stored: get_result in the receiver already shows it.
+    assert finished_[4:] == [str(SUCCESSFUL), "done", "0", "1"]
     assert result.status == SUCCESSFUL
+
+
+def test_task_finished_follows_the_stored_outcome_after_a_retry(workers, tmp_path):
+    log = tmp_path / "signals"
+    result = tasks.signalled_after_a_retry.enqueue(str(log))
+    workers.drain()
+    result.refresh()
+
+    # task_started per attempt; task_finished once, after the retry's success is stored.
+    kinds = [line.split()[0] for line in lines(log)]
+    assert kinds == ["enqueued", "started", "started", "finished"]
+    finished_ = lines(log)[-1].split()
+    assert finished_[1] == str(SUCCESSFUL)
+    assert finished_[4:] == [str(SUCCESSFUL), "retried", "1", "2"]  # 1 error, 2 attempts
+    assert result.status == SUCCESSFUL
+
+
+def test_task_finished_is_sent_for_a_task_whose_worker_process_keeps_dying(workers, tmp_path):
+    log = tmp_path / "signals"
+    result = tasks.signalled_dying.enqueue(str(log))  # @task(max_retries=1); SIGKILLs itself
+    worker = workers.drain()
+    result.refresh()
+
+    assert [line for line in lines(log) if line.startswith("attempt")] == [
+        "attempt 1",
+        "attempt 2",
+    ]
+    [finished_] = (line.split() for line in lines(log) if line.startswith("finished"))
+    assert finished_[:3] == ["finished", str(FAILED), "JobQueueBackend"]
+    assert finished_[3] == str(worker.process.pid)  # the supervisor, which saw the child die
+    assert finished_[4:] == [str(FAILED), "-", "2", "2"]
+    assert result.status == FAILED
+    assert [e.traceback.split(" on attempt")[0] for e in result.errors] == [
+        "WorkerLost: its worker process died (signal 9)"
+    ] * 2
+    assert_real_workers(result)
+
+
+def test_task_finished_is_sent_for_a_timeout_the_supervisor_records(workers, tmp_path):
+    log = tmp_path / "signals"
+    result = tasks.signalled_past_its_timeout.enqueue(str(log))  # @task(timeout=1)
+    worker = workers.drain()
+    result.refresh()
+
+    started, finished_ = (line.split() for line in lines(log)[1:])
+    assert started[:2] == ["started", str(RUNNING)]
+    assert finished_[:3] == ["finished", str(FAILED), "JobQueueBackend"]
+    assert finished_[3] == str(worker.process.pid)  # the supervisor, which killed the child
+    assert finished_[4:] == [str(FAILED), "-", "1", "1"]
+    assert result.status == FAILED
+    assert result.errors[0].exception_class is TimeoutError
 
 
 def test_a_signal_receiver_that_raises_never_fails_the_task(workers, tmp_path):

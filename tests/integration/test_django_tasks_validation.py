@@ -7,18 +7,20 @@ from __future__ import annotations
 import math
 import re
 from datetime import UTC, datetime, timedelta
+from uuid import uuid4
 
 import pytest
 from django.core.exceptions import ImproperlyConfigured
 from django.db import transaction
 from django.test import override_settings
+from django.utils import timezone
 
 framework = pytest.importorskip("jobqueue.framework", exc_type=ImproperlyConfigured)
 
 from jobqueue import backend as backend_module  # noqa: E402
 from jobqueue.backend import JobQueueBackend  # noqa: E402
 from jobqueue.exceptions import ConfigurationError  # noqa: E402
-from jobqueue.models import Job  # noqa: E402
+from jobqueue.models import Job, JobAttempt  # noqa: E402
 from tests.tasksapp import tasks  # noqa: E402
 
 InvalidTask = framework.InvalidTask
@@ -217,20 +219,54 @@ def test_checks_run_with_djangos_system_checks():
     ],
 )
 def test_a_recorded_error_names_an_exception_class(error, path):
-    [entry] = backend_module.errors("failed", error, "")
+    entry = backend_module.task_error(error, "")
     assert entry.exception_class_path == path
     assert entry.traceback == error  # no traceback recorded: the error line stands for it
 
 
-def test_a_job_with_no_error_has_no_errors_entry():
-    assert backend_module.errors("queued", "", "") == []
-    assert backend_module.errors("succeeded", "", "") == []
+def no_failure() -> tuple[str, str]:
+    raise AssertionError("a job with no failed run has no failure to read")
 
 
-def test_worker_ids_have_one_entry_per_attempt():
-    assert backend_module.worker_ids(0, "") == []
-    assert backend_module.worker_ids(1, "w/1") == ["w/1"]
-    assert backend_module.worker_ids(3, "w/2") == ["", "", "w/2"]
+@pytest.mark.django_db
+def test_a_job_with_no_failed_run_has_no_errors_and_costs_no_query(django_assert_num_queries):
+    with django_assert_num_queries(0):
+        assert backend_module.history(str(uuid4()), 0, "queued", "", no_failure) == ([], [])
+        assert backend_module.history(str(uuid4()), 1, "started", "w/1", no_failure) == (
+            [],
+            ["w/1"],
+        )
+        assert backend_module.history(str(uuid4()), 1, "succeeded", "w/1", no_failure) == (
+            [],
+            ["w/1"],
+        )
+
+
+@pytest.mark.django_db
+def test_worker_ids_have_one_entry_per_attempt_from_the_failed_ones():
+    job_id = str(uuid4())
+    now = timezone.now()
+    for number, worker in ((1, "w/1"), (2, "w/3")):
+        JobAttempt.objects.create(
+            job_id=job_id,
+            number=number,
+            version=number,
+            worker=worker,
+            error="E: x",
+            ended_at=now,
+        )
+    errors, workers = backend_module.history(job_id, 3, "succeeded", "w/2", no_failure)
+    assert workers == ["w/1", "w/3", "w/2"]
+    assert [e.exception_class_path for e in errors] == ["jobqueue.exceptions.JobFailed"] * 2
+    # A failure with no attempt recorded (from before attempts were) is the row's.
+    errors, workers = backend_module.history(
+        job_id, 4, "failed", "w/4", lambda: ("KeyError: 'k'", "tb")
+    )
+    assert workers == ["w/1", "w/3", "", "w/4"]
+    assert [(e.exception_class_path, e.traceback) for e in errors][-1] == (
+        "builtins.KeyError",
+        "tb",
+    )
 
 
 # -- EAGER mode -----------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ from asgiref.sync import sync_to_async
 from django.db import connection
 
 import jobqueue
-from jobqueue.framework import task, task_enqueued, task_finished, task_started
+from jobqueue.framework import SUCCESSFUL, task, task_enqueued, task_finished, task_started
 
 
 def log(path, line):
@@ -133,12 +133,44 @@ def signalled(path, raise_in_receivers=False):
     return "done"
 
 
+@task(timeout=1)
+def signalled_past_its_timeout(path):
+    time.sleep(60)
+
+
+@task(takes_context=True, max_retries=1, retry_backoff=0)
+def signalled_after_a_retry(context, path):
+    if context.attempt == 1:
+        raise RuntimeError("the first attempt fails")
+    return "retried"
+
+
+@task(takes_context=True, max_retries=1)
+def signalled_dying(context, path):
+    """Every attempt kills its own worker process, as an OOM kill would."""
+    log(path, f"attempt {context.attempt}")
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+TRACED = {
+    signalled.func,
+    signalled_past_its_timeout.func,
+    signalled_after_a_retry.func,
+    signalled_dying.func,
+}
+
+
 def _trace(signal_name):
     def receiver(sender, task_result, **kwargs):
-        if task_result.task.func is not signalled.func:
+        if task_result.task.func not in TRACED:
             return
         path, raising = task_result.args[0], task_result.args[1:] == [True]
-        log(path, f"{signal_name} {task_result.status} {sender.__name__} {os.getpid()}")
+        line = f"{signal_name} {task_result.status} {sender.__name__} {os.getpid()}"
+        if signal_name == "finished":  # what anyone reading the result sees by now
+            stored = task_result.task.get_backend().get_result(task_result.id)
+            value = stored.return_value if stored.status == SUCCESSFUL else "-"
+            line += f" {stored.status} {value} {len(task_result.errors)} {task_result.attempts}"
+        log(path, line)
         if raising:
             raise RuntimeError(f"a {signal_name} receiver that raises")
 

@@ -27,7 +27,14 @@ from typing import Any
 import redis
 from django.db import connections, transaction
 
-from jobqueue.brokers.base import Broker, JobState, Outcome, worker_lost_error
+from jobqueue.brokers.base import (
+    Broker,
+    JobState,
+    Outcome,
+    announce,
+    announcing,
+    worker_lost_error,
+)
 from jobqueue.brokers.redis import codec, durability, outbox, records, results
 from jobqueue.brokers.redis.client import MAX_WAIT, Transport, text
 from jobqueue.brokers.redis.tracking import Tracking
@@ -200,7 +207,12 @@ class RedisBroker(Broker):
         for o in outcomes:
             args += [o.job_id, o.token, o.status.value, codec.to_ms(o.run_at)]
             args.append(json.dumps(results.payload(o)))
-        return int(self.run("FINISH", *args))
+        taken, ended = self.run("FINISH", *args)
+        if ended and announcing(type(self)):
+            ids = {text(job_id) for job_id in ended}
+            finals = ((o.job_id, o.task, o.status) for o in outcomes if o.job_id in ids)
+            announce(type(self), finals, self.db_alias())
+        return int(taken)
 
     def release(self, worker: str, leases: Sequence[Lease], *, lost: str = "") -> int:
         if not leases:
@@ -209,7 +221,7 @@ class RedisBroker(Broker):
         args: list[Any] = [worker, lost, *worker_lost_error(lost), results.ttl()]
         for lease in leases:
             args += [lease.job_id, lease.token]
-        return int(self.run("RELEASE", *args))
+        return self._lost(self.run("RELEASE", *args))
 
     def renew(self, worker: str, leases: Sequence[Lease]) -> set[str]:
         if not leases:
@@ -224,7 +236,14 @@ class RedisBroker(Broker):
 
     def recover(self) -> int:
         words = worker_lost_error(LOST_LEASE)
-        return int(self.run("RECOVER", 1000, LOST_LEASE, *words, results.ttl()))
+        return self._lost(self.run("RECOVER", 1000, LOST_LEASE, *words, results.ttl()))
+
+    def _lost(self, reply: list[Any]) -> int:
+        """A release's or recovery's count; the jobs it failed for good are announced (the
+        script knows their ids, not their tasks)."""
+        count, failed = reply
+        announce(type(self), ((text(job_id), "", "failed") for job_id in failed), self.db_alias())
+        return int(count)
 
     def canceled(self, job_ids: Sequence[str]) -> set[str]:
         if not job_ids:

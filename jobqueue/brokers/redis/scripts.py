@@ -160,8 +160,10 @@ local function finished(id, ver, status, attempts, worker, payload, body, ttl)
 end
 -- A run that may have happened ended without an outcome (its process died, or its lease
 -- lapsed): the attempt counts; past max_retries (and after two runs at least) the job fails.
--- Returns true if it failed.
+-- Returns true if it failed; the ids of the jobs failed so are kept in ``lost_for_good``.
 -- ``head`` .. attempts .. ``tail``: the failure's words (brokers.base.worker_lost_error).
+-- A lost run retried says, for its attempt's record, when it ran and where ('w').
+local lost_for_good = {}
 local function lose(id, why, head, tail, ttl, now)
   local worker, started = owner(id)
   drop_lease(id)
@@ -177,11 +179,13 @@ local function lose(id, why, head, tail, ttl, now)
       status = 'failed', error = head .. attempts .. tail, traceback = '', result = cjson.null,
       started_ms = tonumber(started), ended_ms = now})
     finished(id, ver, 'failed', attempts, worker, payload, body, ttl)
+    lost_for_good[#lost_for_good + 1] = id
     return true
   end
   to_queue(id, ver, body, false)
   event('d', 'q|' .. id .. '|' .. attempts .. '|' .. ver,
-        'e', 'WorkerLost: its worker process died (' .. why .. ')')
+        'e', 'WorkerLost: its worker process died (' .. why .. ')',
+        'w', started .. '|' .. now .. '|' .. worker)
   return false
 end
 """
@@ -308,11 +312,12 @@ return {out, strays}
 """
 
 # ARGV: P, worker, result_ttl, then per outcome: id, token, status, run_at_ms, payload (JSON)
+# Returns {outcomes taken, ids of the jobs they finished for good}.
 FINISH = """
 local worker, ttl = ARGV[2], tonumber(ARGV[3])
 refuse_bar(worker)
 local now = now_ms()
-local done, notify = 0, false
+local done, notify, ended = 0, false, {}
 for i = 4, #ARGV, 5 do
   local id, token, status = ARGV[i], ARGV[i + 1], ARGV[i + 2]
   local run_at, payload = tonumber(ARGV[i + 3]), ARGV[i + 4]
@@ -333,16 +338,18 @@ for i = 4, #ARGV, 5 do
     else
       finished(id, ver, status, attempts, worker, payload, body, ttl)
       notify = true
+      ended[#ended + 1] = id
     end
     done = done + 1
   end
 end
 -- One message per batch: a waiting producer re-reads its job's state.
 if notify then redis.call('PUBLISH', P .. ':done', '') end
-return done
+return {done, ended}
 """
 
 # ARGV: P, worker, lost ('' : never started), head, tail, result_ttl, then per lease: id, token
+# Returns {leases released, ids of the jobs failed for good}.
 RELEASE = """
 local why, head, tail, ttl = ARGV[3], ARGV[4], ARGV[5], tonumber(ARGV[6])
 refuse_bar(ARGV[2])
@@ -365,7 +372,7 @@ for i = 7, #ARGV, 2 do
   end
 end
 if notify then redis.call('PUBLISH', P .. ':done', '') end
-return released
+return {released, lost_for_good}
 """
 
 # ARGV: P, lease_ms, then per lease: id, token. Returns the ids no longer held.
@@ -400,6 +407,7 @@ return #ids
 """
 
 # ARGV: P, limit, why, head, tail, result_ttl. Expired leases: their runs are lost (``lose``).
+# Returns {leases recovered, ids of the jobs failed for good}.
 RECOVER = """
 local now = now_ms()
 local ids = redis.call('ZRANGEBYSCORE', P .. ':running', '-inf', now, 'LIMIT', 0, ARGV[2])
@@ -408,7 +416,7 @@ for _, id in ipairs(ids) do
   if lose(id, ARGV[3], ARGV[4], ARGV[5], tonumber(ARGV[6]), now) then notify = true end
 end
 if notify then redis.call('PUBLISH', P .. ':done', '') end
-return #ids
+return {#ids, lost_for_good}
 """
 
 # ARGV: P, id, result_ttl, payload, in_outbox (0/1). Returns 1 if the job was

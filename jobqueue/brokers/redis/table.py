@@ -63,6 +63,10 @@ class Changes:
     patches: dict[str, Row] = field(default_factory=dict)  # columns of jobs recorded before
     missing: dict[str, Row] = field(default_factory=dict)  # whole records, if the job has none
     deletes: dict[str, int] = field(default_factory=dict)  # purged: id -> version
+    # Failed attempts, by (id, number), and jobs whose attempts before a version are forgotten
+    # (requeued or purged): id -> version.
+    attempts: dict[tuple[str, int], Row] = field(default_factory=dict)
+    forgotten: dict[str, int] = field(default_factory=dict)
 
     def whole(self, job_id: str, row: Row) -> None:
         self.rows[job_id] = row
@@ -81,8 +85,25 @@ class Changes:
             group.pop(job_id, None)
         self.deletes[job_id] = version
 
+    def attempt(self, job_id: str, version: int, attempt: Row) -> None:
+        self.attempts[(job_id, attempt["number"])] = {**attempt, "version": version}
+
+    def forget_attempts(self, job_id: str, version: int) -> None:
+        """Attempts older than ``version`` go: those folded already, and those recorded."""
+        for key in [k for k, row in self.attempts.items() if k[0] == job_id]:
+            if self.attempts[key]["version"] < version:
+                del self.attempts[key]
+        self.forgotten[job_id] = max(version, self.forgotten.get(job_id, 0))
+
     def __len__(self) -> int:
-        return len(self.rows) + len(self.patches) + len(self.missing) + len(self.deletes)
+        return (
+            len(self.rows)
+            + len(self.patches)
+            + len(self.missing)
+            + len(self.deletes)
+            + len(self.attempts)
+            + len(self.forgotten)
+        )
 
 
 # -- writing -------------------------------------------------------------------------------------
@@ -152,12 +173,16 @@ def write_changes(changes: Changes) -> None:
         raise
     except Exception as exc:  # a value Python could not adapt
         logger.info("state=batch-refused rows=%s error=%r (row by row)", len(changes), exc)
-    for job_id in {*changes.rows, *changes.missing, *changes.patches, *changes.deletes}:
+    jobs = {*changes.rows, *changes.missing, *changes.patches, *changes.deletes}
+    jobs |= {*changes.forgotten, *(job_id for job_id, _ in changes.attempts)}
+    for job_id in jobs:
         one = Changes(
             rows=pick(changes.rows, job_id),
             patches=pick(changes.patches, job_id),
             missing=pick(changes.missing, job_id),
             deletes={job_id: changes.deletes[job_id]} if job_id in changes.deletes else {},
+            attempts={k: row for k, row in changes.attempts.items() if k[0] == job_id},
+            forgotten={job_id: changes.forgotten[job_id]} if job_id in changes.forgotten else {},
         )
         try:
             with transaction.atomic(using=connection.alias):
@@ -179,6 +204,36 @@ def write_all(connection: Any, changes: Changes) -> None:
     upsert(connection, changes.missing, overwrite=False)
     update(connection, changes.patches)
     delete(connection, changes.deletes)
+    record_attempts(connection, changes.forgotten, changes.attempts)
+
+
+def record_attempts(
+    connection: Any, forgotten: dict[str, int], attempts: dict[tuple[str, int], Row]
+) -> None:
+    """Forget the attempts of jobs requeued or purged, then add the failed ones: an attempt
+    recorded already (an event replayed) is left as it is."""
+    from jobqueue.models import JobAttempt
+
+    if forgotten:  # one prepared statement for them all, as ``delete`` (a purge has thousands)
+        q = connection.ops.quote_name
+        pk = job_model()._meta.pk
+        with connection.cursor() as cursor:
+            cursor.executemany(
+                f"DELETE FROM {q(JobAttempt._meta.db_table)} "  # noqa: S608
+                f"WHERE {q('job_id')} = %s AND {q('version')} < %s",
+                [
+                    [pk.get_db_prep_value(uuid.UUID(job_id), connection), version]
+                    for job_id, version in forgotten.items()
+                ],
+            )
+    if attempts:
+        JobAttempt.objects.using(connection.alias).bulk_create(
+            [
+                JobAttempt(job_id=job_id, **fit(job_id, dict(row)))
+                for (job_id, _), row in attempts.items()
+            ],
+            ignore_conflicts=True,
+        )
 
 
 def upsert(connection: Any, rows: dict[str, Row], *, overwrite: bool) -> None:

@@ -126,6 +126,10 @@ def parse(entry: dict[str, str]) -> list[Event]:
         data = {"attempts": counted(attempts), "b": entry.get("b", "")}
         data["p"] = checked_payload(entry["p"]) if kind == "c" else ""
         data["error"] = entry.get("e", "")
+        data["lost"] = entry.get("w", "")
+        if data["lost"]:  # started ms|ended ms|worker, of a lost run
+            started, ended, _ = data["lost"].split("|", 2)
+            from_ms(started), from_ms(ended)
         return [Event(kind, job_id, version(number), data)]
     if kind == "r":
         job_id, number, now = rest.split("|")
@@ -169,6 +173,39 @@ def outcome(payload: dict[str, Any]) -> Row:
     return columns
 
 
+def failed_attempt(event: Event) -> Row | None:
+    """The attempt row a failure's event records (a run that raised or timed out, retried or
+    not, or a lost run); None for any other event."""
+    data = event.data
+    if not data.get("attempts") or int(data["attempts"]) < 1:
+        return None
+    if event.kind == "f" and data["status"] in FAILURES:
+        payload = json.loads(data["p"])
+        return {
+            "number": int(data["attempts"]),
+            "worker": data["worker"],
+            "error": payload.get("error") or "",
+            "traceback": payload.get("traceback") or "",
+            "started_at": moment(payload, "started"),
+            "ended_at": moment(payload, "ended") or datetime.now(UTC),
+        }
+    if event.kind == "q" and data.get("error"):
+        started, ended, worker = (data.get("lost") or "0|0|").split("|", 2)
+        return {
+            "number": int(data["attempts"]),
+            "worker": worker,
+            "error": data["error"],
+            "traceback": "",
+            "started_at": from_ms(started) if int(started) else None,
+            "ended_at": from_ms(ended) if int(ended) else datetime.now(UTC),
+        }
+    return None
+
+
+FAILURES = frozenset({JobStatus.FAILED, JobStatus.SCHEDULED, JobStatus.QUEUED})
+HISTORY = frozenset("fqrx")  # the kinds of events that may change the attempts recorded
+
+
 class Tracker:
     """Folds a batch of events into whole rows and column patches, and writes them."""
 
@@ -189,8 +226,16 @@ class Tracker:
             )
         return row
 
-    def apply(self, events: Iterable[Event]) -> int:
+    def apply(self, events: Iterable[Event], history: Iterable[Event] = ()) -> int:
+        """Fold ``events`` into rows, and ``history`` (every event of the batch, those a later
+        whole record replaces too) into the attempts recorded."""
         changes = Changes()
+        for event in history:
+            try:
+                event.job_id = canonical_job_id(event.job_id)
+                self.fold_attempt(event, changes)
+            except Exception as exc:
+                logger.warning("state=untrackable event=%r error=%r (skipped)", event, exc)
         for event in events:
             try:
                 event.job_id = canonical_job_id(event.job_id)
@@ -202,6 +247,16 @@ class Tracker:
         if changes:
             write_changes(changes)
         return len(changes)
+
+    @staticmethod
+    def fold_attempt(event: Event, changes: Changes) -> None:
+        """A failure adds its attempt; a requeue or purge forgets the attempts before it."""
+        if event.kind in ("r", "x"):
+            changes.forget_attempts(event.job_id, event.version)
+            return
+        attempt = failed_attempt(event)
+        if attempt is not None:
+            changes.attempt(event.job_id, event.version, attempt)
 
     def fold(self, event: Event, changes: Changes) -> None:
         data, job_id, version = event.data, event.job_id, event.version
@@ -338,7 +393,8 @@ class Tracking:
         """Write ``events`` (then forget them), and move the position to ``through``; False if
         the lock was lost meanwhile (another tracker goes on from the last commit)."""
         if events:
-            self.tracker.apply(self.with_bodies(superseded_dropped(events)))
+            history = [e for e in events if e.kind in HISTORY]
+            self.tracker.apply(self.with_bodies(superseded_dropped(events)), history)
             events.clear()
         if not self.transport.run("TRACK_COMMIT", token, self.LOCK_MS, through):
             logger.warning("state=tracking-lock-lost through=%s", through)
