@@ -562,7 +562,9 @@ def test_task_finished_is_sent_for_a_task_whose_worker_process_keeps_dying(worke
         "attempt 1",
         "attempt 2",
     ]
-    [finished_] = (line.split() for line in lines(log) if line.startswith("finished"))
+    sent = [line.split() for line in lines(log) if line.startswith("finished")]
+    assert len(sent) == 1, worker.output
+    [finished_] = sent
     assert finished_[:3] == ["finished", str(FAILED), "JobQueueBackend"]
     assert finished_[3] == str(worker.process.pid)  # the supervisor, which saw the child die
     assert finished_[4:] == [str(FAILED), "-", "2", "2"]

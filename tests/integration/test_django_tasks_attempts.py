@@ -118,10 +118,7 @@ def test_lost_runs_are_recorded_as_worker_lost(broker, announced):
     assert recorded[1][2].startswith(
         "WorkerLost: its worker process died (exit code 3) on attempt 2"
     )
-    # Announced once failed for good (the Redis broker's script knows its id, not its task).
-    assert [(job_id, status, now) for job_id, _, status, now in announced] == [
-        (job.id, "failed", "failed")
-    ]
+    assert announced == [(job.id, add.name, "failed", "failed")]  # once failed for good
     row = Job.objects.get(id=job.id)
     assert (row.status, row.worker) == ("failed", "w2")
 
@@ -157,9 +154,7 @@ def test_a_run_recovered_for_the_last_time_fails_and_is_announced(broker, announ
     assert recorded[1][2].startswith(
         "WorkerLost: its worker process died (its worker stopped renewing its lease) on attempt 2"
     )
-    assert [(job_id, status, now) for job_id, _, status, now in announced] == [
-        (job.id, "failed", "failed")
-    ]
+    assert announced == [(job.id, add.name, "failed", "failed")]
 
 
 def test_a_requeue_starts_afresh_and_a_purge_takes_the_attempts(broker):

@@ -239,10 +239,12 @@ class RedisBroker(Broker):
         return self._lost(self.run("RECOVER", 1000, LOST_LEASE, *words, results.ttl()))
 
     def _lost(self, reply: list[Any]) -> int:
-        """A release's or recovery's count; the jobs it failed for good are announced (the
-        script knows their ids, not their tasks)."""
+        """A release's or recovery's count; the jobs it failed for good are announced."""
         count, failed = reply
-        announce(type(self), ((text(job_id), "", "failed") for job_id in failed), self.db_alias())
+        finals = (
+            (text(failed[i]), text(failed[i + 1]), "failed") for i in range(0, len(failed), 2)
+        )
+        announce(type(self), finals, self.db_alias())
         return int(count)
 
     def canceled(self, job_ids: Sequence[str]) -> set[str]:

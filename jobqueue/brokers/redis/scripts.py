@@ -160,7 +160,8 @@ local function finished(id, ver, status, attempts, worker, payload, body, ttl)
 end
 -- A run that may have happened ended without an outcome (its process died, or its lease
 -- lapsed): the attempt counts; past max_retries (and after two runs at least) the job fails.
--- Returns true if it failed; the ids of the jobs failed so are kept in ``lost_for_good``.
+-- Returns true if it failed; the ids and tasks of the jobs failed so are kept in
+-- ``lost_for_good``.
 -- ``head`` .. attempts .. ``tail``: the failure's words (brokers.base.worker_lost_error).
 -- A lost run retried says, for its attempt's record, when it ran and where ('w').
 local lost_for_good = {}
@@ -180,6 +181,7 @@ local function lose(id, why, head, tail, ttl, now)
       started_ms = tonumber(started), ended_ms = now})
     finished(id, ver, 'failed', attempts, worker, payload, body, ttl)
     lost_for_good[#lost_for_good + 1] = id
+    lost_for_good[#lost_for_good + 1] = string.match(body, '^[^|]*|[^|]*|([^|]*)|') or ''
     return true
   end
   to_queue(id, ver, body, false)
@@ -349,7 +351,7 @@ return {done, ended}
 """
 
 # ARGV: P, worker, lost ('' : never started), head, tail, result_ttl, then per lease: id, token
-# Returns {leases released, ids of the jobs failed for good}.
+# Returns {leases released, {id, task, ...} of the jobs failed for good}.
 RELEASE = """
 local why, head, tail, ttl = ARGV[3], ARGV[4], ARGV[5], tonumber(ARGV[6])
 refuse_bar(ARGV[2])
@@ -407,7 +409,7 @@ return #ids
 """
 
 # ARGV: P, limit, why, head, tail, result_ttl. Expired leases: their runs are lost (``lose``).
-# Returns {leases recovered, ids of the jobs failed for good}.
+# Returns {leases recovered, {id, task, ...} of the jobs failed for good}.
 RECOVER = """
 local now = now_ms()
 local ids = redis.call('ZRANGEBYSCORE', P .. ':running', '-inf', now, 'LIMIT', 0, ARGV[2])
