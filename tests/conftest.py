@@ -17,7 +17,17 @@ from django.db import connection, connections
 
 ROOT = Path(__file__).resolve().parent.parent
 
-pytest_plugins = ["tests.redis_server"]
+pytest_plugins = ["tests.redis_server", "tests.browser"]
+
+PER_DATABASE = ROOT / "tests" / "faults"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The fault suite is ``per_database``: real workers against broken brokers, where nothing
+    depends on Django's version (tox.ini runs it once per database)."""
+    for item in items:
+        if item.path.is_relative_to(PER_DATABASE):
+            item.add_marker(pytest.mark.per_database)
 
 
 def wait_until(predicate: Callable[[], object], timeout: float = 20.0, interval: float = 0.02,
