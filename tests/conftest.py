@@ -19,14 +19,15 @@ ROOT = Path(__file__).resolve().parent.parent
 
 pytest_plugins = ["tests.redis_server", "tests.browser"]
 
-PER_DATABASE = ROOT / "tests" / "faults"
+FAULT_SUITE = ROOT / "tests" / "faults"
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """The fault suite is ``per_database``: real workers against broken brokers, where nothing
-    depends on Django's version (tox.ini runs it once per database)."""
+    """The fault suite (real workers against broken brokers, where nothing depends on Django's
+    version) is marked ``fault_suite`` and ``per_database``: tox.ini runs it once per database."""
     for item in items:
-        if item.path.is_relative_to(PER_DATABASE):
+        if item.path.is_relative_to(FAULT_SUITE):
+            item.add_marker(pytest.mark.fault_suite)
             item.add_marker(pytest.mark.per_database)
 
 
