@@ -8,15 +8,27 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
-from django.db import connection
+from django.db import connection, connections
 
 ROOT = Path(__file__).resolve().parent.parent
 
-pytest_plugins = ["tests.redis_server"]
+pytest_plugins = ["tests.redis_server", "tests.browser"]
+
+FAULT_SUITE = ROOT / "tests" / "faults"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The fault suite (real workers against broken brokers, where nothing depends on Django's
+    version) is marked ``fault_suite`` and ``per_database``: tox.ini runs it once per database."""
+    for item in items:
+        if item.path.is_relative_to(FAULT_SUITE):
+            item.add_marker(pytest.mark.fault_suite)
+            item.add_marker(pytest.mark.per_database)
 
 
 def wait_until(predicate: Callable[[], object], timeout: float = 20.0, interval: float = 0.02,
@@ -81,6 +93,28 @@ class WorkerProcess:
                 os.killpg(self.process.pid, signal.SIGKILL)
         if self._output is None:
             self._output, _ = self.process.communicate()  # also closes the pipe
+
+
+@pytest.fixture(scope="session")
+def django_db_setup(django_db_setup: None) -> None:
+    """The test databases, and on PostgreSQL a flush (after each transactional test) that deletes
+    the rows instead of truncating the tables: TRUNCATE gives every table new files, about 0.2 s a
+    test, where deleting the few rows a test leaves takes milliseconds. Django makes foreign keys
+    ``DEFERRABLE INITIALLY DEFERRED`` there, and the flush is one transaction, so order does not
+    matter."""
+    for each in connections.all():
+        if each.vendor != "postgresql":
+            continue
+        ops, truncate = each.ops, each.ops.sql_flush
+
+        def sql_flush(style: Any, tables: Sequence[str], *, reset_sequences: bool = False,
+                      allow_cascade: bool = False, ops: Any = ops, truncate: Any = truncate
+                      ) -> list[str]:
+            if reset_sequences:
+                return truncate(style, tables, reset_sequences=True, allow_cascade=allow_cascade)
+            return [f"DELETE FROM {ops.quote_name(table)};" for table in tables]
+
+        ops.sql_flush = sql_flush
 
 
 @pytest.fixture

@@ -1,7 +1,8 @@
 """A private ``redis-server`` for the tests: a free port on 127.0.0.1 and a directory of its own.
 
-The fixtures ``redis_server`` (one per session) and ``durable_redis`` (one per test, AOF on) are
-imported by the conftest of each directory whose tests use them.
+A pytest plugin (``tests/conftest.py`` loads it) with the fixtures ``redis_server`` (one per
+session; tests keep apart by key prefix), ``durable_redis`` (one per test, AOF on) and
+``volatile_redis`` (one per test, no persistence).
 
 ``restart()`` keeps the port and the directory, so a server started with ``appendonly=True`` replays
 its append-only file: what a test wrote before a SIGKILL is there again, or it was never
@@ -180,6 +181,14 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
 def durable_redis(tmp_path: Path) -> Iterator[RedisServer]:
     """A server of the test's own with the append-only file on, for crash and restart tests."""
     with serve(tmp_path / "redis", appendonly=True) as server:
+        yield server
+
+
+@pytest.fixture
+def volatile_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    """A server of the test's own without persistence (Redis's default): a restart empties it, or
+    brings back the snapshot an explicit ``SAVE`` wrote (a crash, or a lagging replica promoted)."""
+    with serve(tmp_path / "volatile-redis") as server:
         yield server
 
 

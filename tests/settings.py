@@ -68,6 +68,9 @@ if importlib.util.find_spec("django.tasks") or importlib.util.find_spec("django_
         },
     }
 
+# The tests' users need no costly hashing (PBKDF2 takes about 0.3 s of CPU a password).
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
 STATIC_URL = "static/"
 MEDIA_URL = "media/"
 MEDIA_ROOT = os.environ.get("SHOOTR_MEDIA_ROOT", str(BASE_DIR / ".pytest_cache" / "media"))

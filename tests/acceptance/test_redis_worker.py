@@ -19,7 +19,7 @@ from tests.conftest import wait_until
 from tests.redis_server import delete_prefix, serve
 from tests.testapp.tasks import add, record, stuck_in_c, wait_for_file
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.per_database]
 
 FAST_LEASE = {"JOBQUEUE_LEASE_TIMEOUT": "1"}
 

@@ -32,7 +32,7 @@ from tests.testapp.worker_tasks import (
     terminate_a_child,
 )
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.per_database]
 
 FAST_LEASE = {"JOBQUEUE_LEASE_TIMEOUT": "1"}
 

@@ -1,10 +1,8 @@
-"""Fixtures for the demo's tests: local web pages to photograph, a visitor's browser, and the
-settings that let the demo open pages on 127.0.0.1."""
+"""Fixtures for the demo's tests: local web pages to photograph, the kept browser of the tasks
+run in the test process, and the settings that let the demo open pages on 127.0.0.1."""
 
 from __future__ import annotations
 
-import os
-import shutil
 import socket
 import threading
 from collections.abc import Iterator
@@ -14,8 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-IN_CI = os.environ.get("CI", "").lower() == "true"
 
 PAGES = {
     "red.html": "<title>Red</title><body style='margin:0;background:#f00'></body>",
@@ -28,19 +24,6 @@ PAGES = {
         "photographed by a background job.</p></body>"
     ),
 }
-
-
-@pytest.fixture(scope="session")
-def chromium() -> None:
-    """Skip where Chromium is not installed; in CI its absence is a failure."""
-    from demo_project.shootr.browser import CHROMEDRIVER, CHROMIUM
-
-    missing = [path for path in (CHROMIUM, CHROMEDRIVER) if not shutil.which(path)]
-    if missing:
-        message = f"{', '.join(missing)} not found: apt-get install chromium chromium-driver"
-        if IN_CI:
-            pytest.fail(message)
-        pytest.skip(message)
 
 
 @pytest.fixture(scope="session")
@@ -104,17 +87,38 @@ def serve(handler: type[BaseHTTPRequestHandler]) -> Iterator[CountingServer]:
         thread.join()
 
 
-class HangingHandler(BaseHTTPRequestHandler):
+class PageHandler(BaseHTTPRequestHandler):
+    """The test sites' requests: each path is kept on the ``CountingServer``, the answer is a page
+    or a redirect, and nothing is logged."""
+
+    def record(self) -> None:
+        self.server.paths.append(self.path)  # type: ignore[attr-defined]
+
+    def redirect(self, location: str) -> None:
+        self.send_response(302)
+        self.send_header("Location", location)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def page(self, body: bytes, content_type: str = "text/html") -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+class HangingHandler(PageHandler):
     """Reads the request, then never answers: a page that loads for ever."""
 
     timeout = 120
 
     def do_GET(self) -> None:
-        self.server.paths.append(self.path)  # type: ignore[attr-defined]
+        self.record()
         self.rfile.read()  # until the browser (or its killed process) hangs up
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
 
 
 @pytest.fixture

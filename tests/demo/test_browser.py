@@ -9,20 +9,18 @@ import socket
 import time
 from collections.abc import Iterator
 from functools import partial
-from http.server import BaseHTTPRequestHandler
-from typing import Any
 
 import pytest
 
 from demo_project.shootr.browser import KeptBrowser, Limits, PageLoadError
 from demo_project.shootr.proxy import Check
 from demo_project.shootr.urlsafety import PrivateAccess, check_endpoint
-from tests.demo.conftest import CountingServer, serve
+from tests.demo.conftest import CountingServer, PageHandler, serve
 
 pytestmark = pytest.mark.demo
 
 
-class Pages(BaseHTTPRequestHandler):
+class Pages(PageHandler):
     """``/go`` redirects to ``/set.html`` on the server in ``Location``'s query; the rest are
     pages whose title is what the script in them finds."""
 
@@ -36,23 +34,12 @@ class Pages(BaseHTTPRequestHandler):
     }
 
     def do_GET(self) -> None:
-        self.server.paths.append(self.path)  # type: ignore[attr-defined]
+        self.record()
         path, _, query = self.path.partition("?")
         if path == "/go":
-            self.send_response(302)
-            self.send_header("Location", query)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-            return
-        body = self.pages.get(path, "<title>ok</title>").encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "text/html")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
+            self.redirect(query)
+        else:
+            self.page(self.pages.get(path, "<title>ok</title>").encode())
 
 
 @pytest.fixture

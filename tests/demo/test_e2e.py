@@ -9,18 +9,16 @@ import shutil
 import signal
 import tempfile
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 from django.conf import settings as django_settings
 from selenium import webdriver
-from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
-from demo_project.shootr.browser import CHROMEDRIVER, CHROMIUM, FLAGS
 from demo_project.shootr.models import Bundle
 from jobqueue import JobResult
 from jobqueue.models import Job
@@ -33,20 +31,9 @@ SETTLE_TIMEOUT = 60
 
 
 @pytest.fixture
-def visitor(chromium: None) -> Iterator[webdriver.Chrome]:
+def visitor(new_browser: Callable[[str], webdriver.Chrome]) -> webdriver.Chrome:
     """A separate browser for the visitor, with its own throwaway profile."""
-    with tempfile.TemporaryDirectory(prefix="shootr-visitor-") as profile:
-        options = webdriver.ChromeOptions()
-        options.binary_location = CHROMIUM
-        for flag in FLAGS:
-            options.add_argument(flag)
-        options.add_argument(f"--user-data-dir={profile}")
-        options.add_argument("--window-size=1280,1000")
-        driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
-        try:
-            yield driver
-        finally:
-            driver.quit()
+    return new_browser("1280,1000")
 
 
 def submit(visitor: webdriver.Chrome, text: str) -> None:

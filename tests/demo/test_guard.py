@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
@@ -18,12 +17,12 @@ import pytest
 from demo_project.shootr.models import Bundle, Screenshot
 from demo_project.shootr.tasks import make_screenshot
 from tests.demo.colours import RED, dominant
-from tests.demo.conftest import CountingServer, serve
+from tests.demo.conftest import CountingServer, PageHandler, serve
 
 pytestmark = [pytest.mark.demo, pytest.mark.django_db]
 
 
-class Answer(BaseHTTPRequestHandler):
+class Answer(PageHandler):
     """A small page whatever the path; ``routes`` maps a path to a redirect target."""
 
     routes: dict[str, str] = {}
@@ -31,22 +30,12 @@ class Answer(BaseHTTPRequestHandler):
     extra = ""
 
     def do_GET(self) -> None:
-        self.server.paths.append(self.path)  # type: ignore[attr-defined]
+        self.record()
         if self.path in self.routes:
-            self.send_response(302)
-            self.send_header("Location", self.routes[self.path])
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-            return
-        body = self.body.format(extra=self.extra if self.path == "/embed.html" else "").encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "text/html" if self.path.endswith("html") else "image/png")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
+            self.redirect(self.routes[self.path])
+        else:
+            body = self.body.format(extra=self.extra if self.path == "/embed.html" else "")
+            self.page(body.encode(), "text/html" if self.path.endswith("html") else "image/png")
 
 
 @pytest.fixture

@@ -10,13 +10,11 @@ import threading
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler
-from typing import Any
 
 import pytest
 
 from demo_project.shootr.proxy import FilteringProxy
-from tests.demo.conftest import CountingServer, serve
+from tests.demo.conftest import CountingServer, PageHandler, serve
 
 pytestmark = pytest.mark.demo
 
@@ -24,10 +22,10 @@ pytestmark = pytest.mark.demo
 DISCONNECTED = (urllib.error.URLError, http.client.RemoteDisconnected)
 
 
-class Echo(BaseHTTPRequestHandler):
+class Echo(PageHandler):
     def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers["Content-Length"]))
-        self.server.paths.append(self.path)  # type: ignore[attr-defined]
+        self.record()
         answer = f"{self.command} {self.path} {self.headers.get('Proxy-Connection')} ".encode()
         self.send_response(200)
         self.send_header("Content-Length", str(len(answer + body)))
@@ -35,9 +33,6 @@ class Echo(BaseHTTPRequestHandler):
         self.wfile.write(answer + body)
 
     do_GET = do_POST
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
 
 
 @pytest.fixture

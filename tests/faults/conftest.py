@@ -28,7 +28,6 @@ from tests.redis_server import (
     delete_prefix,
     redis_broker_settings,
     require_redis_broker,
-    serve,
 )
 
 COUNTER_DB = 1  # the session's Redis, a database the brokers under test never use
@@ -110,13 +109,6 @@ def proxy() -> Iterator[Callable[[int], Proxy]]:
     yield make
     for each in made:
         each.close()
-
-
-@pytest.fixture
-def volatile_redis(tmp_path: Path) -> Iterator[RedisServer]:
-    """A server of the test's own without persistence (Redis's default): a restart empties it."""
-    with serve(tmp_path / "volatile-redis", appendonly=False) as server:
-        yield server
 
 
 def freeze(server: RedisServer) -> None:

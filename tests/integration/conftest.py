@@ -2,7 +2,8 @@
 
 ``broker`` is the process's broker (``get_broker()``) under settings that choose it, so
 ``task.delay()``, ``JobResult`` and the test talk to one instance. A test may change other
-``JOBQUEUE`` keys with ``@pytest.mark.jobqueue(LEASE_TIMEOUT=0.2)``.
+``JOBQUEUE`` keys with ``@pytest.mark.jobqueue(LEASE_TIMEOUT=0.2)``, and keep to some brokers with
+``@pytest.mark.brokers("redis")``.
 """
 
 from __future__ import annotations
@@ -23,6 +24,16 @@ from tests.redis_server import (
     redis_broker_settings,
     require_redis_broker,
 )
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """``@pytest.mark.brokers(...)``: ``broker`` takes only these of its params (a parametrize
+    mark, which the fixture's own params give way to)."""
+    marker = metafunc.definition.get_closest_marker("brokers")
+    if marker is not None and "broker" in metafunc.fixturenames:
+        only = pytest.mark.parametrize("broker", marker.args, indirect=True)
+        metafunc.definition.add_marker(only)
 
 
 @pytest.fixture(params=["database", "redis"])

@@ -11,44 +11,22 @@ import logging
 import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from uuid import uuid4
 
 import pytest
 from django.test import override_settings
 
 from jobqueue.brokers import get_broker
-from jobqueue.brokers.redis import RedisBroker, codec
+from jobqueue.brokers.redis import codec
 from jobqueue.exceptions import BrokerError
 from jobqueue.message import Lease
 from jobqueue.models import Job
 from jobqueue.states import JobStatus
 from tests.conftest import wait_until
 from tests.integration.test_redis_reliability import done, message, synced
-from tests.redis_server import delete_prefix, redis_broker_settings, require_redis_broker, serve
+from tests.redis_server import redis_broker_settings
 
-pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture
-def broker(redis_server) -> Iterator[RedisBroker]:
-    require_redis_broker()
-    prefix = f"forged{uuid4().hex[:8]}"
-    try:
-        with override_settings(
-            JOBQUEUE={"BROKER": redis_broker_settings(redis_server.url, prefix)}
-        ):
-            yield get_broker()  # type: ignore[misc]
-    finally:
-        delete_prefix(redis_server, prefix)
-
-
-@pytest.fixture
-def own_redis(tmp_path: Path):
-    """A server of the test's own, to restart from a snapshot."""
-    require_redis_broker()
-    with serve(tmp_path / "redis") as server:
-        yield server
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.brokers("redis")]
 
 
 def later_job_recorded(broker) -> bool:
@@ -116,16 +94,18 @@ def test_a_requeue_while_tracking_lags_never_takes_the_version_back(broker, redi
     assert (row.status, row.result) == ("succeeded", "3")
 
 
-def test_after_redis_comes_back_from_an_older_snapshot_an_old_lease_token_is_refused(own_redis):
+def test_after_redis_comes_back_from_an_older_snapshot_an_old_lease_token_is_refused(
+    volatile_redis,
+):
     prefix = f"snap{uuid4().hex[:6]}"
-    with override_settings(JOBQUEUE={"BROKER": redis_broker_settings(own_redis.url, prefix)}):
+    with override_settings(JOBQUEUE={"BROKER": redis_broker_settings(volatile_redis.url, prefix)}):
         b = get_broker()
         m = message(1, 1)
         b.enqueue([m])
-        own_redis.client().save()  # the last snapshot: the job waiting
+        volatile_redis.client().save()  # the last snapshot: the job waiting
         [old] = b.claim(["default"], "w1", 1)
-        own_redis.kill()
-        own_redis.restart()  # back to the snapshot (a crash, or a lagging replica promoted)
+        volatile_redis.kill()
+        volatile_redis.restart()  # back to the snapshot (a crash, or a lagging replica promoted)
         b.close()
         [new] = b.claim(["default"], "w2", 1)
         assert new.id == m.id and new.token > old.token
@@ -402,17 +382,17 @@ def test_a_purge_ends_while_producers_keep_sending(broker, redis_server, monkeyp
 
 # -- Redis at maxmemory (noeviction): running work goes on, the stream is still trimmed ----------
 def test_at_maxmemory_renewals_finishes_and_tracking_go_on_and_sends_go_to_the_outbox(
-    own_redis,
+    volatile_redis,
 ):
     from jobqueue.models import Outbox
 
     prefix = f"oom{uuid4().hex[:6]}"
-    with override_settings(JOBQUEUE={"BROKER": redis_broker_settings(own_redis.url, prefix)}):
+    with override_settings(JOBQUEUE={"BROKER": redis_broker_settings(volatile_redis.url, prefix)}):
         b = get_broker()
         ms = [message(i, i) for i in range(2)]
         b.enqueue(ms)
         claimed = b.claim(["default"], "w", 2)
-        client = own_redis.client()
+        client = volatile_redis.client()
         client.set("ballast", "x" * 1_000_000)
         client.config_set("maxmemory-policy", "noeviction")
         client.config_set("maxmemory", client.info("memory")["used_memory"] - 100_000)

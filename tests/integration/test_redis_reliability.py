@@ -8,9 +8,7 @@ import logging
 import os
 import signal
 import time
-from collections.abc import Iterator
 from datetime import timedelta
-from pathlib import Path
 from uuid import UUID, uuid4
 
 import pytest
@@ -26,32 +24,12 @@ from jobqueue.message import Message, new_job_id
 from jobqueue.models import Job, Outbox
 from jobqueue.states import JobStatus
 from tests.conftest import wait_until
-from tests.redis_server import delete_prefix, redis_broker_settings, require_redis_broker, serve
+from tests.redis_server import delete_prefix, redis_broker_settings
 from tests.testapp.tasks import add
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.brokers("redis")]
 
 ADD = "tests.testapp.tasks.add"
-
-
-@pytest.fixture
-def broker(redis_server) -> Iterator[RedisBroker]:
-    require_redis_broker()
-    prefix = f"rel{uuid4().hex[:8]}"
-    conf = {"BROKER": redis_broker_settings(redis_server.url, prefix)}
-    try:
-        with override_settings(JOBQUEUE=conf):
-            yield get_broker()  # type: ignore[misc]
-    finally:
-        delete_prefix(redis_server, prefix)
-
-
-@pytest.fixture
-def own_redis(tmp_path: Path):
-    """A server of the test's own (no persistence), for restarts and SIGSTOP."""
-    require_redis_broker()
-    with serve(tmp_path / "redis") as server:
-        yield server
 
 
 def message(*args, **options) -> Message:
@@ -250,22 +228,24 @@ def test_stray_entries_never_stop_a_queue_and_are_logged(broker, redis_server, c
 
 # -- bounded waits and the outbox -----------------------------------------------------------------
 @pytest.mark.parametrize("through", ["url", "cache"])
-def test_delay_gives_up_within_about_a_second_on_a_redis_that_does_not_answer(own_redis, through):
+def test_delay_gives_up_within_about_a_second_on_a_redis_that_does_not_answer(
+    volatile_redis, through
+):
     prefix = f"stop{uuid4().hex[:6]}"
-    caches = {"jobs": {"BACKEND": "django_redis.cache.RedisCache", "LOCATION": own_redis.url}}
-    options = {"url": own_redis.url} if through == "url" else {"cache": "jobs"}
+    caches = {"jobs": {"BACKEND": "django_redis.cache.RedisCache", "LOCATION": volatile_redis.url}}
+    options = {"url": volatile_redis.url} if through == "url" else {"cache": "jobs"}
     conf = {"BROKER": {"BACKEND": "jobqueue.brokers.redis.RedisBroker",
                        "OPTIONS": {**options, "prefix": prefix}}}
     with override_settings(CACHES=caches, JOBQUEUE=conf):
         broker = get_broker()
         assert add.delay(0, 0).status == "queued"  # connected
-        os.kill(own_redis.process.pid, signal.SIGSTOP)
+        os.kill(volatile_redis.process.pid, signal.SIGSTOP)
         try:
             began = time.monotonic()
             job = add.delay(1, 1)
             elapsed = time.monotonic() - began
         finally:
-            os.kill(own_redis.process.pid, signal.SIGCONT)
+            os.kill(volatile_redis.process.pid, signal.SIGCONT)
         assert elapsed < 1.6
         assert Outbox.objects.filter(job_id=job.id).exists()
         Outbox.objects.update(created_at=timezone.now() - timedelta(minutes=1))
@@ -314,15 +294,15 @@ def test_an_unanswered_send_that_landed_is_not_sent_again_after_its_result_expir
 
 
 # -- reconciliation after Redis lost its data -----------------------------------------------------
-def test_jobs_redis_lost_are_sent_again_once_from_their_signed_bodies(own_redis, caplog):
+def test_jobs_redis_lost_are_sent_again_once_from_their_signed_bodies(volatile_redis, caplog):
     prefix = f"lost{uuid4().hex[:6]}"
-    with override_settings(JOBQUEUE={"BROKER": redis_broker_settings(own_redis.url, prefix)}):
+    with override_settings(JOBQUEUE={"BROKER": redis_broker_settings(volatile_redis.url, prefix)}):
         broker = get_broker()
         jobs = add.map([(i, i) for i in range(1000)])
         later = add.apply_async((0, 0), countdown=3600)
         [running] = broker.claim(["default"], "w", 1)
         synced(broker)
-        own_redis.restart()  # no persistence: everything is gone
+        volatile_redis.restart()  # no persistence: everything is gone
         broker.close()
         with caplog.at_level(logging.WARNING):
             wait_until(lambda: (broker.upkeep(5), Job.objects.filter(resent=1).count() == 1001)[1],

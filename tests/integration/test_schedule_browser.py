@@ -3,16 +3,12 @@ the typing, a bad cron is flagged before saving, and the saved schedule is what 
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 from selenium import webdriver
 from selenium.common.exceptions import StaleElementReferenceException
-from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
@@ -24,26 +20,8 @@ pytestmark = [pytest.mark.demo, pytest.mark.django_db(transaction=True)]
 
 
 @pytest.fixture
-def browser() -> Iterator[webdriver.Chrome]:
-    from demo_project.shootr.browser import CHROMEDRIVER, CHROMIUM, FLAGS
-
-    missing = [p for p in (CHROMIUM, CHROMEDRIVER) if not shutil.which(p)]
-    if missing:
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(f"{missing} not found")
-        pytest.skip(f"{', '.join(missing)} not found: apt-get install chromium chromium-driver")
-    with tempfile.TemporaryDirectory(prefix="sched-browser-") as profile:
-        options = webdriver.ChromeOptions()
-        options.binary_location = CHROMIUM
-        for flag in FLAGS:
-            options.add_argument(flag)
-        options.add_argument(f"--user-data-dir={profile}")
-        options.add_argument("--window-size=1280,1400")
-        driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
-        try:
-            yield driver
-        finally:
-            driver.quit()
+def browser(new_browser: Callable[[str], webdriver.Chrome]) -> webdriver.Chrome:
+    return new_browser("1280,1400")
 
 
 def replace(field: Any, text: str) -> None:

@@ -17,7 +17,8 @@ from tests.integration import schedule_tasks  # noqa: F401 (registers the tasks)
 
 TASKS = "tests.integration.schedule_tasks"
 TICKS = 32
-pytestmark = [pytest.mark.jobqueue(TASK_MODULES=[TASKS]), pytest.mark.timeout(150)]
+pytestmark = [pytest.mark.jobqueue(TASK_MODULES=[TASKS]), pytest.mark.timeout(150),
+              pytest.mark.per_database]
 
 
 def ran(path) -> list[datetime]:
