@@ -4,8 +4,22 @@ A claim is one ``UPDATE ... WHERE id IN (SELECT ... LIMIT n) RETURNING`` stateme
 the subquery takes ``FOR UPDATE SKIP LOCKED`` so concurrent workers skip each other's rows; on
 SQLite the single statement takes the write lock at once (WAL and a busy timeout are set up in
 ``jobqueue.sqlite``), so no transaction ever has to upgrade a read lock and fail with "database is
-locked". On PostgreSQL an idle worker sleeps in ``LISTEN`` and a trigger notifies it when a job
-becomes queued; on SQLite it polls every ``POLL_INTERVAL`` seconds.
+locked".
+
+How an idle worker learns of a job without polling the table:
+
+- PostgreSQL: a trigger notifies (``NOTIFY jobqueue``) when a job becomes queued. Of the idle
+  processes serving the same queues, only one listens: the one holding an advisory lock, which
+  the others wait for. It claims what the notification announced before it lets the lock go, so
+  one job wakes one process; the next holder looks for queued jobs before it sleeps, so none
+  sent in between is missed.
+- SQLite: every commit writes to the write-ahead log; an idle worker sleeps on the log file
+  (inotify) and reads the database's ``data_version``, which changes when another connection
+  has committed, then looks (a read, no lock) for a queued job and for the next due time of a
+  scheduled one, which it promotes when it comes. Where the file cannot be watched, the data
+  version is read every ``POLL_INTERVAL`` seconds.
+
+Either way a worker claims at least once per wait's timeout: a wake-up lost is only late.
 """
 
 from __future__ import annotations
@@ -13,7 +27,9 @@ from __future__ import annotations
 import sqlite3
 import time
 import uuid
+import zlib
 from collections.abc import Iterator, Sequence
+from datetime import datetime
 from typing import Any
 
 from django.db import connections
@@ -21,6 +37,7 @@ from django.db.models import Case, CharField, DateTimeField, F, Func, Q, Value, 
 from django.db.models.functions import Cast, Concat
 
 from jobqueue.brokers.base import Broker, Outcome, worker_lost_error
+from jobqueue.brokers.filewatch import FileWatch
 from jobqueue.conf import get_settings
 from jobqueue.exceptions import BrokerError
 from jobqueue.message import Lease, Message
@@ -41,6 +58,11 @@ _CLAIMED_COLUMNS = (
     "run_at",
 )
 LEASE_CHUNK = 200  # leases matched per statement (one OR-ed condition each)
+# A write to SQLite's log is seen before its commit is (the commit ends after the write, and its
+# fsync): the data version is read again after these pauses, seconds (every millisecond for a
+# while, then less and less often).
+SETTLE = (0.0005,) * 4 + (0.001,) * 30 + (0.002, 0.004, 0.008, 0.016, 0.032, 0.064, 0.128)
+LISTENER_LOCK = zlib.crc32(b"jobqueue.listener") - 2**31  # the advisory lock's first key
 
 
 class DbNow(Func):
@@ -151,6 +173,9 @@ def _chunks(leases: Sequence[Lease]) -> Iterator[Sequence[Lease]]:
 class DatabaseBroker(Broker):
     def __init__(self) -> None:
         self._listener: Any = None
+        self._lock_timeout = 0  # the listener's lock_timeout, milliseconds
+        self._watch: FileWatch | None = None
+        self._unwatched = False  # the database's file cannot be watched
 
     @property
     def _connection(self) -> Any:
@@ -217,17 +242,69 @@ class DatabaseBroker(Broker):
         ]
 
     def wait(self, queues: Sequence[str], timeout: float) -> None:
-        listener = self._get_listener()
-        if listener is None:
+        self.wait_and_claim(queues, "", 0, timeout)
+
+    def wait_and_claim(
+        self, queues: Sequence[str], worker: str, limit: int, timeout: float
+    ) -> list[Message]:
+        """Sleep until a job of ``queues`` may be runnable (or ``timeout`` seconds), then claim;
+        ``limit`` 0 only waits."""
+        connection = self._connection
+        if connection.vendor == "sqlite":
+            self._wait_sqlite(queues, timeout)
+        elif (listener := self._get_listener()) is not None:
+            return self._wait_listening(listener, queues, worker, limit, timeout)
+        else:
             time.sleep(min(timeout, get_settings().POLL_INTERVAL))
-            return
+        return self.claim(queues, worker, limit) if limit else []
+
+    # -- PostgreSQL: one listener per set of queues ----------------------------------------------
+    def _wait_listening(
+        self, listener: Any, queues: Sequence[str], worker: str, limit: int, timeout: float
+    ) -> list[Message]:
+        """Wait for the listener's lock, then listen: the lock makes this the one idle process
+        of its queues that a notification wakes. It claims before it lets the lock go, so the
+        next holder, which looks before it sleeps, finds only jobs sent since."""
+        deadline = time.monotonic() + timeout
+        key = zlib.crc32(",".join(sorted(queues)).encode()) - 2**31
         try:
-            if list(listener.notifies(timeout=timeout, stop_after=1)):
-                # Drain what else arrived: one wake-up serves any number of jobs.
-                list(listener.notifies(timeout=0))
+            if not self._take_lock(listener, key, timeout):
+                return self.claim(queues, worker, limit) if limit else []  # the fallback
+            try:
+                listener.execute(f"LISTEN {CHANNEL}")
+                list(listener.notifies(timeout=0))  # for earlier jobs: the look below sees them
+                if not self._queued(listener, queues):
+                    remaining = max(0.0, deadline - time.monotonic())
+                    list(listener.notifies(timeout=remaining, stop_after=1))
+                return self.claim(queues, worker, limit) if limit else []
+            finally:
+                listener.execute("UNLISTEN *")
+                listener.execute("SELECT pg_advisory_unlock(%s, %s)", (LISTENER_LOCK, key))
         except listener.Error as exc:
             self.close()
             raise BrokerError(f"lost the LISTEN connection: {exc}") from exc
+
+    def _take_lock(self, listener: Any, key: int, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds for the listener's lock of these queues."""
+        milliseconds = max(1, int(timeout * 1000))
+        if self._lock_timeout != milliseconds:
+            listener.execute(f"SET lock_timeout = {milliseconds}")
+            self._lock_timeout = milliseconds
+        try:
+            listener.execute("SELECT pg_advisory_lock(%s, %s)", (LISTENER_LOCK, key))
+        except listener.Error as exc:
+            if getattr(exc, "sqlstate", None) == "55P03":  # lock_not_available: timed out
+                return False
+            raise
+        return True
+
+    def _queued(self, listener: Any, queues: Sequence[str]) -> bool:
+        q = self._connection.ops.quote_name
+        sql = (
+            f"SELECT EXISTS (SELECT 1 FROM {q(Job._meta.db_table)} "  # noqa: S608
+            f"WHERE {q('status')} = 'queued' AND {q('queue')} = ANY(%s))"
+        )
+        return bool(listener.execute(sql, (list(queues),)).fetchone()[0])
 
     def _get_listener(self) -> Any:
         """A dedicated autocommit psycopg 3 connection that LISTENs; None where there is none."""
@@ -239,10 +316,74 @@ class DatabaseBroker(Broker):
         params = connection.get_connection_params()
         params.pop("cursor_factory", None)
         params.pop("context", None)
-        listener = connection.Database.connect(**params, autocommit=True)
-        listener.execute(f"LISTEN {CHANNEL}")
-        self._listener = listener
-        return listener
+        self._listener = connection.Database.connect(**params, autocommit=True)
+        self._lock_timeout = 0
+        return self._listener
+
+    # -- SQLite: the write-ahead log, watched --------------------------------------------------
+    def _wait_sqlite(self, queues: Sequence[str], timeout: float) -> None:
+        """Return when a job of ``queues`` is queued, once ``timeout`` seconds have passed, or
+        after promoting scheduled jobs that became due (a due time is known from each look)."""
+        connection = self._connection
+        connection.ensure_connection()
+        watch = self._get_watch(connection)
+        deadline = time.monotonic() + timeout
+        # Writes seen before the look may belong to commits not yet visible to it.
+        settle = iter(SETTLE if watch is not None and watch.drain() else ())
+        version = self._data_version(connection)
+        queued, due_at = self._look(queues)
+        while not queued:
+            now = time.monotonic()
+            if now >= due_at:
+                self.promote_due()
+                return
+            if now >= deadline:
+                return
+            pause = min(deadline, due_at) - now
+            if watch is None:
+                time.sleep(min(pause, get_settings().POLL_INTERVAL))
+            else:
+                step = next(settle, None)
+                if watch.wait(pause if step is None else min(pause, step)):
+                    settle = iter(SETTLE)
+            latest = self._data_version(connection)
+            if latest != version:
+                version = latest
+                queued, due_at = self._look(queues)
+
+    def _get_watch(self, connection: Any) -> FileWatch | None:
+        if self._watch is None and not self._unwatched:
+            if not connection.is_in_memory_db():
+                self._watch = FileWatch.open(f"{connection.settings_dict['NAME']}-wal")
+            self._unwatched = self._watch is None
+        return self._watch
+
+    @staticmethod
+    def _data_version(connection: Any) -> int:
+        """Changes whenever another connection has committed to the database."""
+        return int(connection.connection.execute("PRAGMA data_version").fetchone()[0])
+
+    def _look(self, queues: Sequence[str]) -> tuple[bool, float]:
+        """In one read: whether a job of ``queues`` is queued, and when (``time.monotonic()``)
+        the next scheduled job is due by the database's clock (infinity if none is)."""
+        connection = self._connection
+        q = connection.ops.quote_name
+        table = q(Job._meta.db_table)
+        marks = ", ".join(["%s"] * len(queues))
+        now, now_params = now_sql(connection)
+        sql = (
+            f"SELECT EXISTS (SELECT 1 FROM {table} WHERE {q('status')} = 'queued' "  # noqa: S608
+            f"AND {q('queue')} IN ({marks})), "
+            f"(SELECT MIN({q('run_at')}) FROM {table} WHERE {q('status')} = 'scheduled'), {now}"
+        )
+        with connection.cursor() as cursor:
+            cursor.execute(sql, [*queues, *now_params])
+            queued, due, clock = cursor.fetchone()
+        if due is None:
+            return bool(queued), float("inf")
+        wait = (datetime.fromisoformat(due) - datetime.fromisoformat(clock)).total_seconds()
+        # A millisecond more: the database's clock counts in milliseconds.
+        return bool(queued), time.monotonic() + max(0.0, wait) + 0.001
 
     def finish(self, worker: str, outcomes: Sequence[Outcome]) -> int:
         """One ``UPDATE ... FROM (VALUES ...)`` for the whole batch; an outcome whose token is no
@@ -340,3 +481,6 @@ class DatabaseBroker(Broker):
         if self._listener is not None:
             self._listener.close()
             self._listener = None
+        if self._watch is not None:
+            self._watch.close()
+            self._watch = None
