@@ -1,13 +1,17 @@
 """What only the database broker does (the shared contract: test_broker_contract.py)."""
 
+import queue
+import threading
+import time
 from datetime import timedelta
 
 import pytest
-from django.db import connection
+from django.db import connection, connections
 from django.utils import timezone
 
 from jobqueue.brokers.base import Outcome
 from jobqueue.brokers.database import DatabaseBroker
+from jobqueue.brokers.filewatch import FileWatch
 from jobqueue.models import Job
 from jobqueue.states import JobStatus
 from tests.conftest import wait_until
@@ -120,3 +124,155 @@ def test_sqlite_is_set_up_for_many_processes():
         assert cursor.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         assert cursor.execute("PRAGMA busy_timeout").fetchone()[0] >= 5000
     assert connection.transaction_mode == "IMMEDIATE"
+
+
+
+# -- idle workers: woken, not polling ------------------------------------------------------------
+
+FAR = 30.0  # a wait's timeout (and a poll interval): far beyond every deadline below
+
+
+class Counting(DatabaseBroker):
+    """Counts its looks for a job (SQLite) and its claims: a process woken for nothing shows."""
+
+    def __init__(self):
+        super().__init__()
+        self.looks = self.claims = 0
+
+    def _look(self, queues):
+        found = super()._look(queues)
+        self.looks += 1
+        return found
+
+    def claim(self, queues, worker, limit):
+        self.claims += 1
+        return super().claim(queues, worker, limit)
+
+
+def waiting(broker, queues=("default",)):
+    """``broker.wait_and_claim`` in a thread with its own connection; a queue of what it
+    returned (a list of messages, or the exception it raised)."""
+    returned = queue.Queue()
+
+    def run():
+        try:
+            returned.put(broker.wait_and_claim(list(queues), "w", 1, timeout=FAR))
+        except Exception as exc:  # handed to the test: got() raises it
+            returned.put(exc)
+        finally:
+            broker.close()
+            connections.close_all()
+
+    threading.Thread(target=run, daemon=True).start()
+    return returned
+
+
+def got(returned, timeout=5):
+    """What the waiting thread returned; what it raised is raised here."""
+    value = returned.get(timeout=timeout)
+    if isinstance(value, Exception):
+        raise value
+    return value
+
+
+def elsewhere(send):
+    """Run ``send`` in another thread, with a connection of its own, and wait for it."""
+
+    def run():
+        try:
+            send()
+        finally:
+            connections.close_all()
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join()
+
+
+def sent(message):
+    elsewhere(lambda: DatabaseBroker().enqueue([message]))
+    return message
+
+
+@pytest.mark.skipif(connection.vendor != "sqlite", reason="SQLite's write-ahead log")
+@pytest.mark.parametrize("watched", [True, False], ids=["watched", "data-version-read"])
+def test_an_idle_sqlite_worker_wakes_for_a_job_sent_elsewhere(settings, monkeypatch, watched):
+    """Woken by the commit: the job is claimed long before the wait's timeout, and (the file
+    watched) without any poll interval; where the file cannot be watched, by a read of the
+    data version every POLL_INTERVAL (a short one here)."""
+    if watched:
+        settings.JOBQUEUE = {**settings.JOBQUEUE, "POLL_INTERVAL": FAR}
+    else:
+        monkeypatch.setattr(FileWatch, "open", classmethod(lambda cls, path: None))
+    broker = Counting()
+    returned = waiting(broker)
+    wait_until(lambda: broker.looks, message="the first look (found nothing: it sleeps)")
+    job = sent(add.message((1, 1)))
+    began = time.monotonic()
+    [message] = got(returned)
+    assert time.monotonic() - began < 5 < FAR
+    assert (message.id, message.attempts) == (job.id, 1)
+
+
+@pytest.mark.skipif(connection.vendor != "sqlite", reason="SQLite's write-ahead log")
+def test_an_idle_sqlite_worker_promotes_a_job_when_it_is_due(settings):
+    """A job scheduled while the worker sleeps wakes it (a commit), and its due time, by the
+    database's clock, sets when the worker wakes next: it is promoted and claimed then, not at
+    the wait's timeout, and not before."""
+    settings.JOBQUEUE = {**settings.JOBQUEUE, "POLL_INTERVAL": FAR}
+    broker = Counting()
+    returned = waiting(broker)
+    wait_until(lambda: broker.looks, message="the first look")
+    job = sent(add.message((1, 1), countdown=0.5))
+    began = time.monotonic()
+    assert Job.objects.get(id=job.id).status == "scheduled"
+    wait_until(lambda: broker.looks >= 2, message="the look after the commit")
+    [message] = got(returned)
+    assert 0.3 < time.monotonic() - began < 5 < FAR
+    assert message.id == job.id
+    row = Job.objects.get(id=job.id)
+    assert row.status == "started" and row.run_at <= row.started_at
+
+
+@pytest.mark.skipif(connection.vendor != "sqlite", reason="SQLite's write-ahead log")
+def test_an_idle_sqlite_worker_sleeps_through_writes_that_bring_no_job(settings):
+    """Commits that queue nothing it serves (a job of another queue, a Worker row) cost it a
+    look, not a claim, and it goes on sleeping."""
+    settings.JOBQUEUE = {**settings.JOBQUEUE, "POLL_INTERVAL": FAR}
+    broker = Counting()
+    returned = waiting(broker)
+    wait_until(lambda: broker.looks, message="the first look")
+    sent(add.message((1, 1), queue="low"))
+    wait_until(lambda: broker.looks >= 2, message="the look after the commit")
+    assert returned.empty() and broker.claims == 0
+    job = sent(add.message((2, 2)))
+    [message] = got(returned)
+    assert message.id == job.id and broker.claims == 1
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="LISTEN/NOTIFY")
+def test_one_notification_wakes_one_idle_process_not_all(settings):
+    """Three idle processes of the same queues: only one listens, the others wait for its
+    lock. Each job sent is claimed by exactly one of them, with one claim: none is woken to
+    race for it and find nothing."""
+    settings.JOBQUEUE = {**settings.JOBQUEUE, "POLL_INTERVAL": FAR}
+    brokers = [Counting() for _ in range(3)]
+    returned = [waiting(broker) for broker in brokers]
+
+    def lock_waiters():
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                "AND wait_event_type = 'Lock' AND wait_event = 'advisory'"
+            )
+            return cursor.fetchone()[0]
+
+    wait_until(lambda: lock_waiters() == 2, message="one listener and two waiting for its lock")
+    jobs = [add.message((i, i)) for i in range(3)]
+    for n, job in enumerate(jobs, start=1):
+        sent(job)
+        wait_until(lambda n=n: sum(not r.empty() for r in returned) == n, timeout=5,
+                   message=f"job {n} claimed")
+        assert sum(b.claims for b in brokers) == n  # one claim per job: no race, no empty claim
+    claimed = {got(r, timeout=0)[0].id for r in returned}
+    assert claimed == {job.id for job in jobs}
