@@ -127,6 +127,28 @@ def test_sqlite_is_set_up_for_many_processes():
 
 
 
+
+def test_one_job_is_one_insert_with_every_column_and_the_databases_errors(broker):
+    """A single send skips the ORM's save but not what it guarantees: each column as the ORM
+    would write it, Django's exceptions, and the caller's transaction."""
+    from django.db import IntegrityError, transaction
+
+    message = add.message((1, 2), countdown=60, priority=7)
+    broker.enqueue([message])
+    row = Job.objects.get(id=message.id)
+    expected = Job.from_message(message)
+    for field in Job._meta.concrete_fields:
+        value = field.to_python(getattr(expected, field.attname))
+        assert getattr(row, field.attname) == value, field.name
+    assert row.status == "scheduled" and row.version == 0 and row.body == ""
+    with pytest.raises(IntegrityError):
+        broker.enqueue([message])  # the same id again
+    again = add.message((3, 4))
+    with pytest.raises(RuntimeError), transaction.atomic():
+        broker.enqueue([again])
+        raise RuntimeError("rolled back")
+    assert not Job.objects.filter(id=again.id).exists()
+
 # -- idle workers: woken, not polling ------------------------------------------------------------
 
 FAR = 30.0  # a wait's timeout (and a poll interval): far beyond every deadline below
