@@ -30,7 +30,6 @@ import uuid
 import zlib
 from collections.abc import Iterator, Sequence
 from datetime import datetime
-from functools import partial
 from typing import Any
 
 from django.db import connections
@@ -64,6 +63,8 @@ LEASE_CHUNK = 200  # leases matched per statement (one OR-ed condition each)
 # while, then less and less often).
 SETTLE = (0.0005,) * 4 + (0.001,) * 30 + (0.002, 0.004, 0.008, 0.016, 0.032, 0.064, 0.128)
 LISTENER_LOCK = zlib.crc32(b"jobqueue.listener") - 2**31  # the advisory lock's first key
+LOCK_SQL = "SELECT pg_advisory_lock(%s::integer, %s::integer)"
+UNLOCK_SQL = "SELECT pg_advisory_unlock(%s::integer, %s::integer)"
 
 
 class DbNow(Func):
@@ -125,19 +126,19 @@ _insert_statements: dict[str, tuple[str, list[tuple[str, Any, Any]]]] = {}
 
 def _insert(connection: Any) -> tuple[str, list[tuple[str, Any, Any]]]:
     """The INSERT of one Job row for this connection's database, built once, and for each
-    column: the field's name, what turns a value into the database's (the field's own
-    conversion; none for the plain strings and numbers a message holds), and its default."""
+    column: the field's name, the field where its value needs the field's own conversion (not
+    for the plain strings and numbers a message holds), and its default."""
     if connection.vendor not in _insert_statements:
         q = connection.ops.quote_name
         fields = Job._meta.concrete_fields
-        columns: list[tuple[str, Any, Any]] = []
-        convert: Any
-        for field in fields:
-            if field.get_internal_type() in ("UUIDField", "DateTimeField"):
-                convert = partial(_db_value, field, connection)
-            else:
-                convert = _same
-            columns.append((field.attname, convert, field.get_default))
+        columns = [
+            (
+                field.attname,
+                field if field.get_internal_type() in ("UUIDField", "DateTimeField") else None,
+                field.get_default,
+            )
+            for field in fields
+        ]
         sql = (
             f"INSERT INTO {q(Job._meta.db_table)} "  # noqa: S608
             f"({', '.join(q(f.column) for f in fields)}) "
@@ -145,14 +146,6 @@ def _insert(connection: Any) -> tuple[str, list[tuple[str, Any, Any]]]:
         )
         _insert_statements[connection.vendor] = (sql, columns)
     return _insert_statements[connection.vendor]
-
-
-def _db_value(field: Any, connection: Any, value: Any) -> Any:
-    return field.get_db_prep_save(value, connection=connection)
-
-
-def _same(value: Any) -> Any:
-    return value
 
 
 def _finish_sql(connection: Any, rows: int) -> str:
@@ -224,10 +217,10 @@ class DatabaseBroker(Broker):
             connection = self._connection
             sql, columns = _insert(connection)
             values = Job.values_from_message(messages[0])
-            params = [
-                to_db(values[name] if name in values else default())
-                for name, to_db, default in columns
-            ]
+            params = [values[name] if name in values else default() for name, _, default in columns]
+            for i, (_, field, _) in enumerate(columns):
+                if field is not None:
+                    params[i] = field.get_db_prep_save(params[i], connection=connection)
             self._insert_one(connection, sql, params)
         else:
             self._allow_sqlite_parameters()
@@ -235,9 +228,9 @@ class DatabaseBroker(Broker):
 
     @staticmethod
     def _insert_one(connection: Any, sql: str, params: list[Any]) -> None:
-        """On psycopg 3, a prepared statement bound on the server: parsed and planned once per
-        connection, it halves the client's and the server's work per job. Anywhere else, and
-        where queries are logged or wrapped (DEBUG, instrumentation), Django's own cursor."""
+        """On psycopg 3, bound on the server: half the client's work of Django's cursor, which
+        composes the statement on the client. Anywhere else, and where queries are logged or
+        wrapped (DEBUG, instrumentation), Django's own cursor."""
         if (
             connection.vendor == "postgresql"
             and connection.Database.__name__ == "psycopg"
@@ -339,13 +332,18 @@ class DatabaseBroker(Broker):
             try:
                 listener.execute(f"LISTEN {CHANNEL}")
                 list(listener.notifies(timeout=0))  # for earlier jobs: the look below sees them
-                if not self._queued(listener, queues):
-                    remaining = max(0.0, deadline - time.monotonic())
-                    list(listener.notifies(timeout=remaining, stop_after=1))
+                if self._queued(listener, queues):
+                    claimed = self.claim(queues, worker, limit) if limit else []
+                    if claimed or not limit:
+                        return claimed
+                    # Queued, yet none could be claimed (rows locked by another transaction):
+                    # wait for news rather than look again at once.
+                remaining = max(0.0, deadline - time.monotonic())
+                list(listener.notifies(timeout=remaining, stop_after=1))
                 return self.claim(queues, worker, limit) if limit else []
             finally:
                 listener.execute("UNLISTEN *")
-                listener.execute("SELECT pg_advisory_unlock(%s, %s)", (LISTENER_LOCK, key))
+                listener.execute(UNLOCK_SQL, (LISTENER_LOCK, key))
         except listener.Error as exc:
             self.close()
             raise BrokerError(f"lost the LISTEN connection: {exc}") from exc
@@ -357,7 +355,7 @@ class DatabaseBroker(Broker):
             listener.execute(f"SET lock_timeout = {milliseconds}")
             self._lock_timeout = milliseconds
         try:
-            listener.execute("SELECT pg_advisory_lock(%s, %s)", (LISTENER_LOCK, key))
+            listener.execute(LOCK_SQL, (LISTENER_LOCK, key))
         except listener.Error as exc:
             if getattr(exc, "sqlstate", None) == "55P03":  # lock_not_available: timed out
                 return False
@@ -398,11 +396,17 @@ class DatabaseBroker(Broker):
         settle = iter(SETTLE if watch is not None and watch.drain() else ())
         version = self._data_version(connection)
         queued, due_at = self._look(queues)
+        promoted_nothing = False
         while not queued:
             now = time.monotonic()
             if now >= due_at:
-                self.promote_due()
-                return
+                if self.promote_due():
+                    return
+                # Due by the look, yet not by the promotion's own comparison (a clock's
+                # rounding): once more a moment later, then only on news or at the timeout.
+                due_at = float("inf") if promoted_nothing else now + 0.005
+                promoted_nothing = True
+                continue
             if now >= deadline:
                 return
             pause = min(deadline, due_at) - now
@@ -420,14 +424,17 @@ class DatabaseBroker(Broker):
     def _get_watch(self, connection: Any) -> FileWatch | None:
         if self._watch is None and not self._unwatched:
             if not connection.is_in_memory_db():
-                self._watch = FileWatch.open(f"{connection.settings_dict['NAME']}-wal")
+                name = str(connection.settings_dict["NAME"])
+                # The log in WAL mode; the file itself and its journal in any other.
+                self._watch = FileWatch.open(name, (name, f"{name}-wal", f"{name}-journal"))
             self._unwatched = self._watch is None
         return self._watch
 
     @staticmethod
     def _data_version(connection: Any) -> int:
         """Changes whenever another connection has committed to the database."""
-        return int(connection.connection.execute("PRAGMA data_version").fetchone()[0])
+        with connection.wrap_database_errors:
+            return int(connection.connection.execute("PRAGMA data_version").fetchone()[0])
 
     def _look(self, queues: Sequence[str]) -> tuple[bool, float]:
         """In one read: whether a job of ``queues`` is queued, and when (``time.monotonic()``)

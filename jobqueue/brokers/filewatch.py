@@ -13,6 +13,7 @@ import os
 import select
 import struct
 import time
+from collections.abc import Sequence
 
 IN_MODIFY = 0x002
 IN_MOVED_TO = 0x080
@@ -22,17 +23,18 @@ _EVENT = struct.Struct("iIII")  # wd, mask, cookie, len; then len bytes of name
 
 
 class FileWatch:
-    """Writes to one file, as a descriptor to wait on."""
+    """Writes to some files of one directory, as a descriptor to wait on."""
 
-    def __init__(self, fd: int, name: bytes) -> None:
+    def __init__(self, fd: int, names: set[bytes]) -> None:
         self.fd = fd
-        self.name = name
+        self.names = names
         self.poller = select.poll()
         self.poller.register(fd, select.POLLIN)
 
     @classmethod
-    def open(cls, path: str) -> FileWatch | None:
-        """A watch of ``path``; None where inotify is missing (not Linux) or refused."""
+    def open(cls, path: str, files: Sequence[str]) -> FileWatch | None:
+        """A watch of ``files``, all in the directory of ``path``; None where inotify is missing
+        (not Linux) or refused."""
         try:
             libc = ctypes.CDLL(None, use_errno=True)
             init, add = libc.inotify_init1, libc.inotify_add_watch
@@ -45,7 +47,7 @@ class FileWatch:
         if add(fd, directory, IN_MODIFY | IN_CREATE | IN_MOVED_TO) < 0:
             os.close(fd)
             return None
-        return cls(fd, os.path.basename(path).encode())
+        return cls(fd, {os.path.basename(f).encode() for f in files})
 
     def wait(self, timeout: float) -> bool:
         """Block until the file is written to, or ``timeout`` seconds; True if it was."""
@@ -71,7 +73,7 @@ class FileWatch:
                 offset += _EVENT.size
                 name = data[offset : offset + length].rstrip(b"\0")
                 offset += length
-                written = written or name == self.name or bool(mask & IN_Q_OVERFLOW)
+                written = written or name in self.names or bool(mask & IN_Q_OVERFLOW)
 
     def close(self) -> None:
         os.close(self.fd)

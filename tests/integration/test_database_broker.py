@@ -225,7 +225,7 @@ def test_an_idle_sqlite_worker_wakes_for_a_job_sent_elsewhere(settings, monkeypa
     if watched:
         settings.JOBQUEUE = {**settings.JOBQUEUE, "POLL_INTERVAL": FAR}
     else:
-        monkeypatch.setattr(FileWatch, "open", classmethod(lambda cls, path: None))
+        monkeypatch.setattr(FileWatch, "open", classmethod(lambda cls, path, files: None))
     broker = Counting()
     returned = waiting(broker)
     wait_until(lambda: broker.looks, message="the first look (found nothing: it sleeps)")
@@ -298,3 +298,28 @@ def test_one_notification_wakes_one_idle_process_not_all(settings):
         assert sum(b.claims for b in brokers) == n  # one claim per job: no race, no empty claim
     claimed = {got(r, timeout=0)[0].id for r in returned}
     assert claimed == {job.id for job in jobs}
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="row locks, LISTEN/NOTIFY")
+def test_a_queued_job_locked_by_a_transaction_is_waited_for_not_spun_on():
+    """The look sees a queued job that SKIP LOCKED cannot take (a transaction holds its row):
+    the idle process waits for news until its timeout instead of looking and claiming again
+    and again."""
+    import psycopg
+
+    job = add.delay(1, 1)
+    params = connection.get_connection_params()
+    params.pop("cursor_factory", None)
+    params.pop("context", None)
+    with psycopg.connect(**params) as holder:
+        holder.execute("SELECT 1 FROM jobqueue_job WHERE id = %s FOR UPDATE", (job.id,))
+        broker = Counting()
+        try:
+            began = time.monotonic()
+            assert broker.wait_and_claim(["default"], "w", 1, timeout=0.5) == []
+            assert time.monotonic() - began >= 0.45
+            assert broker.claims <= 2  # after the look, and at the timeout
+        finally:
+            broker.close()
+    [message] = DatabaseBroker().claim(["default"], "w", 1)
+    assert message.id == job.id
