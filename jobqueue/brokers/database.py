@@ -444,10 +444,13 @@ class DatabaseBroker(Broker):
         table = q(Job._meta.db_table)
         marks = ", ".join(["%s"] * len(queues))
         now, now_params = now_sql(connection)
+        # Each through its partial index: without statistics SQLite would pick the status
+        # index and walk every queued (or scheduled) row.
         sql = (
-            f"SELECT EXISTS (SELECT 1 FROM {table} WHERE {q('status')} = 'queued' "  # noqa: S608
-            f"AND {q('queue')} IN ({marks})), "
-            f"(SELECT MIN({q('run_at')}) FROM {table} WHERE {q('status')} = 'scheduled'), {now}"
+            f"SELECT EXISTS (SELECT 1 FROM {table} INDEXED BY {q('jobqueue_job_claim')} "  # noqa: S608
+            f"WHERE {q('status')} = 'queued' AND {q('queue')} IN ({marks})), "
+            f"(SELECT MIN({q('run_at')}) FROM {table} INDEXED BY {q('jobqueue_job_due')} "
+            f"WHERE {q('status')} = 'scheduled'), {now}"
         )
         with connection.cursor() as cursor:
             cursor.execute(sql, [*queues, *now_params])
