@@ -121,20 +121,35 @@ def _build_claim_sql(connection: Any) -> str:
     )
 
 
+# Fields whose values a database driver takes as they are: no conversion by the field.
+PLAIN_FIELDS = frozenset(
+    (
+        "CharField",
+        "TextField",
+        "SmallIntegerField",
+        "IntegerField",
+        "BigIntegerField",
+        "PositiveSmallIntegerField",
+        "PositiveIntegerField",
+        "PositiveBigIntegerField",
+        "FloatField",
+    )
+)
 _insert_statements: dict[str, tuple[str, list[tuple[str, Any, Any]]]] = {}
 
 
 def _insert(connection: Any) -> tuple[str, list[tuple[str, Any, Any]]]:
     """The INSERT of one Job row for this connection's database, built once, and for each
-    column: the field's name, the field where its value needs the field's own conversion (not
-    for the plain strings and numbers a message holds), and its default."""
+    column: the field's name, the field where its value needs the field's own conversion (all
+    but plain strings and numbers: ids, times, and whatever a later column holds), and its
+    default."""
     if connection.vendor not in _insert_statements:
         q = connection.ops.quote_name
         fields = Job._meta.concrete_fields
         columns = [
             (
                 field.attname,
-                field if field.get_internal_type() in ("UUIDField", "DateTimeField") else None,
+                None if field.get_internal_type() in PLAIN_FIELDS else field,
                 field.get_default,
             )
             for field in fields
