@@ -220,6 +220,8 @@ class DatabaseBroker(Broker):
         self._lock_timeout = 0  # the listener's lock_timeout, milliseconds
         self._watch: FileWatch | None = None
         self._unwatched = False  # the database's file cannot be watched
+        # SQLite: what the last look found, and under which mark (see _quiet).
+        self._quiet: tuple[Any, frozenset[str], float] | None = None
 
     @property
     def _connection(self) -> Any:
@@ -277,6 +279,8 @@ class DatabaseBroker(Broker):
             connection._jobqueue_limit = True
 
     def claim(self, queues: Sequence[str], worker: str, limit: int) -> list[Message]:
+        if self._quiet is not None and self._still_quiet(queues):
+            return []  # nothing was queued, and nothing has been written since
         claimed: list[Message] = []
         for queue in queues:
             claimed += self._claim_from(queue, worker, limit - len(claimed))
@@ -409,12 +413,14 @@ class DatabaseBroker(Broker):
         deadline = time.monotonic() + timeout
         # Writes seen before the look may belong to commits not yet visible to it.
         settle = iter(SETTLE if watch is not None and watch.drain() else ())
-        version = self._data_version(connection)
+        mark = self._mark(connection)
         queued, due_at = self._look(queues)
+        self._quiet = None if queued else (mark, frozenset(queues), due_at)
         promoted_nothing = False
         while not queued:
             now = time.monotonic()
             if now >= due_at:
+                self._quiet = None
                 if self.promote_due():
                     return
                 # Due by the look, yet not by the promotion's own comparison (a clock's
@@ -431,10 +437,11 @@ class DatabaseBroker(Broker):
                 step = next(settle, None)
                 if watch.wait(pause if step is None else min(pause, step)):
                     settle = iter(SETTLE)
-            latest = self._data_version(connection)
-            if latest != version:
-                version = latest
+            latest = self._mark(connection)
+            if latest != mark:
+                mark = latest
                 queued, due_at = self._look(queues)
+                self._quiet = None if queued else (mark, frozenset(queues), due_at)
 
     def _get_watch(self, connection: Any) -> FileWatch | None:
         if self._watch is None and not self._unwatched:
@@ -444,6 +451,25 @@ class DatabaseBroker(Broker):
                 self._watch = FileWatch.open(name, (name, f"{name}-wal", f"{name}-journal"))
             self._unwatched = self._watch is None
         return self._watch
+
+    def _mark(self, connection: Any) -> tuple[Any, int, int]:
+        """Changes whenever anything was committed to the database: the connection itself,
+        another connection's commits (the data version), this connection's own changes."""
+        raw = connection.connection
+        return (raw, self._data_version(connection), raw.total_changes)
+
+    def _still_quiet(self, queues: Sequence[str] = ()) -> bool:
+        """Whether the last look found none of ``queues`` queued, and nothing was written
+        since: a claim (or a promotion before the due time it found) would change nothing."""
+        assert self._quiet is not None
+        mark, empty, _ = self._quiet
+        connection = self._connection
+        if connection.connection is not mark[0] or not empty.issuperset(queues):
+            return False
+        if self._mark(connection) == mark:
+            return True
+        self._quiet = None
+        return False
 
     @staticmethod
     def _data_version(connection: Any) -> int:
@@ -560,6 +586,8 @@ class DatabaseBroker(Broker):
         return lost
 
     def promote_due(self) -> int:
+        if self._quiet is not None and self._still_quiet() and time.monotonic() < self._quiet[2]:
+            return 0  # nothing is due yet, and nothing has been written since
         return Job.objects.filter(status=JobStatus.SCHEDULED, run_at__lte=DbNow()).update(
             status=JobStatus.QUEUED, version=F("version") + 1
         )
@@ -569,6 +597,7 @@ class DatabaseBroker(Broker):
         return self._lose(expired, "its worker stopped renewing its lease")
 
     def close(self) -> None:
+        self._quiet = None
         if self._listener is not None:
             self._listener.close()
             self._listener = None

@@ -323,3 +323,24 @@ def test_a_queued_job_locked_by_a_transaction_is_waited_for_not_spun_on():
             broker.close()
     [message] = DatabaseBroker().claim(["default"], "w", 1)
     assert message.id == job.id
+
+
+@pytest.mark.skipif(connection.vendor != "sqlite", reason="SQLite's data version")
+def test_an_idle_sqlite_worker_skips_claims_only_while_nothing_was_written(broker):
+    """After a look found nothing, a claim or promotion is skipped while the database is
+    unchanged; a job sent by this very connection (a task sending another), or by another one,
+    or a scheduled job coming due, is never hidden by that."""
+    broker.wait(["default"], timeout=0)
+    assert broker._quiet is not None
+    assert broker.claim(["default"], "w", 1) == []
+    assert broker.claim(["default", "high"], "w", 1) == [] and broker._quiet is not None
+    mine = add.delay(1, 1)  # this thread's connection: its own change
+    assert [m.id for m in broker.claim(["default"], "w", 1)] == [mine.id]
+    broker.wait(["default"], timeout=0)
+    theirs = sent(add.message((2, 2)))  # another connection's commit
+    assert [m.id for m in broker.claim(["default"], "w", 1)] == [theirs.id]
+    due = add.apply_async((3, 3), countdown=0.3)
+    broker.wait(["default"], timeout=0)  # the look learns the due time
+    assert broker.promote_due() == 0
+    wait_until(broker.promote_due, timeout=5, message="the promotion at the due time")
+    assert [m.id for m in broker.claim(["default"], "w", 1)] == [due.id]
