@@ -19,7 +19,9 @@ How an idle worker learns of a job without polling the table:
   scheduled one, which it promotes when it comes. Where the file cannot be watched, the data
   version is read every ``POLL_INTERVAL`` seconds.
 
-Either way a worker claims at least once per wait's timeout: a wake-up lost is only late.
+Either way a worker looks again at least once per wait's timeout: a wake-up lost is only late.
+On SQLite its claims and promotions are skipped while nothing was written since a look found
+nothing to do (the data version and the connection's own change count say so).
 """
 
 from __future__ import annotations
