@@ -4,8 +4,24 @@ A claim is one ``UPDATE ... WHERE id IN (SELECT ... LIMIT n) RETURNING`` stateme
 the subquery takes ``FOR UPDATE SKIP LOCKED`` so concurrent workers skip each other's rows; on
 SQLite the single statement takes the write lock at once (WAL and a busy timeout are set up in
 ``jobqueue.sqlite``), so no transaction ever has to upgrade a read lock and fail with "database is
-locked". On PostgreSQL an idle worker sleeps in ``LISTEN`` and a trigger notifies it when a job
-becomes queued; on SQLite it polls every ``POLL_INTERVAL`` seconds.
+locked".
+
+How an idle worker learns of a job without polling the table:
+
+- PostgreSQL: a trigger notifies (``NOTIFY jobqueue``) when a job becomes queued. Of the idle
+  processes serving the same queues, only one listens: the one holding an advisory lock, which
+  the others wait for. It claims what the notification announced before it lets the lock go, so
+  one job wakes one process; the next holder looks for queued jobs before it sleeps, so none
+  sent in between is missed.
+- SQLite: every commit writes to the write-ahead log; an idle worker sleeps on the log file
+  (inotify) and reads the database's ``data_version``, which changes when another connection
+  has committed, then looks (a read, no lock) for a queued job and for the next due time of a
+  scheduled one, which it promotes when it comes. Where the file cannot be watched, the data
+  version is read every ``POLL_INTERVAL`` seconds.
+
+Either way a worker looks again at least once per wait's timeout: a wake-up lost is only late.
+On SQLite its claims and promotions are skipped while nothing was written since a look found
+nothing to do (the data version and the connection's own change count say so).
 """
 
 from __future__ import annotations
@@ -13,8 +29,10 @@ from __future__ import annotations
 import sqlite3
 import time
 import uuid
+import zlib
 from collections.abc import Iterator, Sequence
 from contextlib import nullcontext
+from datetime import datetime
 from typing import Any
 
 from django.db import connections, transaction
@@ -22,6 +40,7 @@ from django.db.models import Case, CharField, DateTimeField, F, Func, Q, Value, 
 from django.db.models.functions import Cast, Concat
 
 from jobqueue.brokers.base import Broker, Outcome, announce, announcing, worker_lost_error
+from jobqueue.brokers.filewatch import FileWatch
 from jobqueue.conf import get_settings
 from jobqueue.exceptions import BrokerError
 from jobqueue.message import Lease, Message
@@ -43,6 +62,13 @@ _CLAIMED_COLUMNS = (
 )
 LEASE_CHUNK = 200  # leases matched per statement (one OR-ed condition each)
 LOST_LEASE = "its worker stopped renewing its lease"
+# A write to SQLite's log is seen before its commit is (the commit ends after the write, and its
+# fsync): the data version is read again after these pauses, seconds (every millisecond for a
+# while, then less and less often).
+SETTLE = (0.0005,) * 4 + (0.001,) * 30 + (0.002, 0.004, 0.008, 0.016, 0.032, 0.064, 0.128)
+LISTENER_LOCK = zlib.crc32(b"jobqueue.listener") - 2**31  # the advisory lock's first key
+LOCK_SQL = "SELECT pg_advisory_lock(%s::integer, %s::integer)"
+UNLOCK_SQL = "SELECT pg_advisory_unlock(%s::integer, %s::integer)"
 
 
 class DbNow(Func):
@@ -97,6 +123,48 @@ def _build_claim_sql(connection: Any) -> str:
         f"LIMIT %s{lock}) "
         f"RETURNING {columns}"
     )
+
+
+# Fields whose values a database driver takes as they are: no conversion by the field.
+PLAIN_FIELDS = frozenset(
+    (
+        "CharField",
+        "TextField",
+        "SmallIntegerField",
+        "IntegerField",
+        "BigIntegerField",
+        "PositiveSmallIntegerField",
+        "PositiveIntegerField",
+        "PositiveBigIntegerField",
+        "FloatField",
+    )
+)
+_insert_statements: dict[str, tuple[str, list[tuple[str, Any, Any]]]] = {}
+
+
+def _insert(connection: Any) -> tuple[str, list[tuple[str, Any, Any]]]:
+    """The INSERT of one Job row for this connection's database, built once, and for each
+    column: the field's name, the field where its value needs the field's own conversion (all
+    but plain strings and numbers: ids, times, and whatever a later column holds), and its
+    default."""
+    if connection.vendor not in _insert_statements:
+        q = connection.ops.quote_name
+        fields = Job._meta.concrete_fields
+        columns = [
+            (
+                field.attname,
+                None if field.get_internal_type() in PLAIN_FIELDS else field,
+                field.get_default,
+            )
+            for field in fields
+        ]
+        sql = (
+            f"INSERT INTO {q(Job._meta.db_table)} "  # noqa: S608
+            f"({', '.join(q(f.column) for f in fields)}) "
+            f"VALUES ({', '.join(['%s'] * len(fields))})"
+        )
+        _insert_statements[connection.vendor] = (sql, columns)
+    return _insert_statements[connection.vendor]
 
 
 def _finish_sql(connection: Any, rows: int) -> str:
@@ -157,6 +225,11 @@ def _chunks(leases: Sequence[Lease]) -> Iterator[Sequence[Lease]]:
 class DatabaseBroker(Broker):
     def __init__(self) -> None:
         self._listener: Any = None
+        self._lock_timeout = 0  # the listener's lock_timeout, milliseconds
+        self._watch: FileWatch | None = None
+        self._unwatched = False  # the database's file cannot be watched
+        # SQLite: what the last look found, and under which mark (see _quiet).
+        self._quiet: tuple[Any, frozenset[str], float] | None = None
 
     @property
     def _connection(self) -> Any:
@@ -164,11 +237,41 @@ class DatabaseBroker(Broker):
 
     def enqueue(self, messages: Sequence[Message]) -> None:
         if len(messages) == 1:
-            # One INSERT in autocommit; bulk_create would wrap it in BEGIN ... COMMIT.
-            Job.from_message(messages[0]).save(force_insert=True)
+            # One INSERT in autocommit (bulk_create would wrap it in BEGIN ... COMMIT), built
+            # once: the ORM's save compiles the statement anew each time, a third of the call.
+            connection = self._connection
+            sql, columns = _insert(connection)
+            values = Job.values_from_message(messages[0])
+            params = [values[name] if name in values else default() for name, _, default in columns]
+            for i, (_, field, _) in enumerate(columns):
+                if field is not None:
+                    params[i] = field.get_db_prep_save(params[i], connection=connection)
+            self._insert_one(connection, sql, params)
         else:
             self._allow_sqlite_parameters()
             Job.objects.bulk_create([Job.from_message(m) for m in messages])
+
+    @staticmethod
+    def _insert_one(connection: Any, sql: str, params: list[Any]) -> None:
+        """On psycopg 3, bound on the server: half the client's work of Django's cursor, which
+        composes the statement on the client. Anywhere else, and where queries are logged or
+        wrapped (DEBUG, instrumentation), Django's own cursor."""
+        if (
+            connection.vendor == "postgresql"
+            and connection.Database.__name__ == "psycopg"
+            and not connection.execute_wrappers
+            and not connection.queries_logged
+        ):
+            connection.close_if_health_check_failed()
+            connection.ensure_connection()
+            connection.validate_no_broken_transaction()
+            # Django's cursors bind on the client; this one binds on the server. psycopg
+            # honours the connection's prepare_threshold (None: never prepare, for poolers).
+            with connection.wrap_database_errors:
+                connection.Database.Cursor(connection.connection).execute(sql, params, prepare=True)
+            return
+        with connection.cursor() as cursor:
+            cursor.execute(sql, params)
 
     def _allow_sqlite_parameters(self) -> None:
         """Django assumes SQLite's old limit of 999 parameters per statement, which splits a
@@ -184,6 +287,8 @@ class DatabaseBroker(Broker):
             connection._jobqueue_limit = True
 
     def claim(self, queues: Sequence[str], worker: str, limit: int) -> list[Message]:
+        if self._quiet is not None and self._still_quiet(queues):
+            return []  # nothing was queued, and nothing has been written since
         claimed: list[Message] = []
         for queue in queues:
             claimed += self._claim_from(queue, worker, limit - len(claimed))
@@ -223,17 +328,74 @@ class DatabaseBroker(Broker):
         ]
 
     def wait(self, queues: Sequence[str], timeout: float) -> None:
-        listener = self._get_listener()
-        if listener is None:
+        self.wait_and_claim(queues, "", 0, timeout)
+
+    def wait_and_claim(
+        self, queues: Sequence[str], worker: str, limit: int, timeout: float
+    ) -> list[Message]:
+        """Sleep until a job of ``queues`` may be runnable (or ``timeout`` seconds), then claim;
+        ``limit`` 0 only waits."""
+        connection = self._connection
+        if connection.vendor == "sqlite":
+            self._wait_sqlite(queues, timeout)
+        elif (listener := self._get_listener()) is not None:
+            return self._wait_listening(listener, queues, worker, limit, timeout)
+        else:
             time.sleep(min(timeout, get_settings().POLL_INTERVAL))
-            return
+        return self.claim(queues, worker, limit) if limit else []
+
+    # -- PostgreSQL: one listener per set of queues ----------------------------------------------
+    def _wait_listening(
+        self, listener: Any, queues: Sequence[str], worker: str, limit: int, timeout: float
+    ) -> list[Message]:
+        """Wait for the listener's lock, then listen: the lock makes this the one idle process
+        of its queues that a notification wakes. It claims before it lets the lock go, so the
+        next holder, which looks before it sleeps, finds only jobs sent since."""
+        deadline = time.monotonic() + timeout
+        key = zlib.crc32(",".join(sorted(queues)).encode()) - 2**31
         try:
-            if list(listener.notifies(timeout=timeout, stop_after=1)):
-                # Drain what else arrived: one wake-up serves any number of jobs.
-                list(listener.notifies(timeout=0))
+            if not self._take_lock(listener, key, timeout):
+                return self.claim(queues, worker, limit) if limit else []  # the fallback
+            try:
+                listener.execute(f"LISTEN {CHANNEL}")
+                list(listener.notifies(timeout=0))  # for earlier jobs: the look below sees them
+                if self._queued(listener, queues):
+                    claimed = self.claim(queues, worker, limit) if limit else []
+                    if claimed or not limit:
+                        return claimed
+                    # Queued, yet none could be claimed (rows locked by another transaction):
+                    # wait for news rather than look again at once.
+                remaining = max(0.0, deadline - time.monotonic())
+                list(listener.notifies(timeout=remaining, stop_after=1))
+                return self.claim(queues, worker, limit) if limit else []
+            finally:
+                listener.execute("UNLISTEN *")
+                listener.execute(UNLOCK_SQL, (LISTENER_LOCK, key))
         except listener.Error as exc:
             self.close()
             raise BrokerError(f"lost the LISTEN connection: {exc}") from exc
+
+    def _take_lock(self, listener: Any, key: int, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds for the listener's lock of these queues."""
+        milliseconds = max(1, int(timeout * 1000))
+        if self._lock_timeout != milliseconds:
+            listener.execute(f"SET lock_timeout = {milliseconds}")
+            self._lock_timeout = milliseconds
+        try:
+            listener.execute(LOCK_SQL, (LISTENER_LOCK, key))
+        except listener.Error as exc:
+            if getattr(exc, "sqlstate", None) == "55P03":  # lock_not_available: timed out
+                return False
+            raise
+        return True
+
+    def _queued(self, listener: Any, queues: Sequence[str]) -> bool:
+        q = self._connection.ops.quote_name
+        sql = (
+            f"SELECT EXISTS (SELECT 1 FROM {q(Job._meta.db_table)} "  # noqa: S608
+            f"WHERE {q('status')} = 'queued' AND {q('queue')} = ANY(%s))"
+        )
+        return bool(listener.execute(sql, (list(queues),)).fetchone()[0])
 
     def _get_listener(self) -> Any:
         """A dedicated autocommit psycopg 3 connection that LISTENs; None where there is none."""
@@ -245,10 +407,108 @@ class DatabaseBroker(Broker):
         params = connection.get_connection_params()
         params.pop("cursor_factory", None)
         params.pop("context", None)
-        listener = connection.Database.connect(**params, autocommit=True)
-        listener.execute(f"LISTEN {CHANNEL}")
-        self._listener = listener
-        return listener
+        self._listener = connection.Database.connect(**params, autocommit=True)
+        self._lock_timeout = 0
+        return self._listener
+
+    # -- SQLite: the write-ahead log, watched --------------------------------------------------
+    def _wait_sqlite(self, queues: Sequence[str], timeout: float) -> None:
+        """Return when a job of ``queues`` is queued, once ``timeout`` seconds have passed, or
+        after promoting scheduled jobs that became due (a due time is known from each look)."""
+        connection = self._connection
+        connection.ensure_connection()
+        watch = self._get_watch(connection)
+        deadline = time.monotonic() + timeout
+        # Writes seen before the look may belong to commits not yet visible to it.
+        settle = iter(SETTLE if watch is not None and watch.drain() else ())
+        mark = self._mark(connection)
+        queued, due_at = self._look(queues)
+        self._quiet = None if queued else (mark, frozenset(queues), due_at)
+        promoted_nothing = False
+        while not queued:
+            now = time.monotonic()
+            if now >= due_at:
+                self._quiet = None
+                if self.promote_due():
+                    return
+                # Due by the look, yet not by the promotion's own comparison (a clock's
+                # rounding): once more a moment later, then only on news or at the timeout.
+                due_at = float("inf") if promoted_nothing else now + 0.005
+                promoted_nothing = True
+                continue
+            if now >= deadline:
+                return
+            pause = min(deadline, due_at) - now
+            if watch is None:
+                time.sleep(min(pause, get_settings().POLL_INTERVAL))
+            else:
+                step = next(settle, None)
+                if watch.wait(pause if step is None else min(pause, step)):
+                    settle = iter(SETTLE)
+            latest = self._mark(connection)
+            if latest != mark:
+                mark = latest
+                queued, due_at = self._look(queues)
+                self._quiet = None if queued else (mark, frozenset(queues), due_at)
+
+    def _get_watch(self, connection: Any) -> FileWatch | None:
+        if self._watch is None and not self._unwatched:
+            if not connection.is_in_memory_db():
+                name = str(connection.settings_dict["NAME"])
+                # The log in WAL mode; the file itself and its journal in any other.
+                self._watch = FileWatch.open(name, (name, f"{name}-wal", f"{name}-journal"))
+            self._unwatched = self._watch is None
+        return self._watch
+
+    def _mark(self, connection: Any) -> tuple[Any, int, int]:
+        """Changes whenever anything was committed to the database: the connection itself,
+        another connection's commits (the data version), this connection's own changes."""
+        raw = connection.connection
+        return (raw, self._data_version(connection), raw.total_changes)
+
+    def _still_quiet(self, queues: Sequence[str] = ()) -> bool:
+        """Whether the last look found none of ``queues`` queued, and nothing was written
+        since: a claim (or a promotion before the due time it found) would change nothing."""
+        assert self._quiet is not None
+        mark, empty, _ = self._quiet
+        connection = self._connection
+        if connection.connection is not mark[0] or not empty.issuperset(queues):
+            return False
+        if self._mark(connection) == mark:
+            return True
+        self._quiet = None
+        return False
+
+    @staticmethod
+    def _data_version(connection: Any) -> int:
+        """Changes whenever another connection has committed to the database."""
+        with connection.wrap_database_errors:
+            return int(connection.connection.execute("PRAGMA data_version").fetchone()[0])
+
+    def _look(self, queues: Sequence[str]) -> tuple[bool, float]:
+        """In one read: whether a job of ``queues`` is queued, and when (``time.monotonic()``)
+        the next scheduled job is due by the database's clock (infinity if none is)."""
+        connection = self._connection
+        q = connection.ops.quote_name
+        table = q(Job._meta.db_table)
+        marks = ", ".join(["%s"] * len(queues))
+        now, now_params = now_sql(connection)
+        # Each through its partial index: without statistics SQLite would pick the status
+        # index and walk every queued (or scheduled) row.
+        sql = (
+            f"SELECT EXISTS (SELECT 1 FROM {table} INDEXED BY {q('jobqueue_job_claim')} "  # noqa: S608
+            f"WHERE {q('status')} = 'queued' AND {q('queue')} IN ({marks})), "
+            f"(SELECT MIN({q('run_at')}) FROM {table} INDEXED BY {q('jobqueue_job_due')} "
+            f"WHERE {q('status')} = 'scheduled'), {now}"
+        )
+        with connection.cursor() as cursor:
+            cursor.execute(sql, [*queues, *now_params])
+            queued, due, clock = cursor.fetchone()
+        if due is None:
+            return bool(queued), float("inf")
+        wait = (datetime.fromisoformat(due) - datetime.fromisoformat(clock)).total_seconds()
+        # A millisecond more: the database's clock counts in milliseconds.
+        return bool(queued), time.monotonic() + max(0.0, wait) + 0.001
 
     def finish(self, worker: str, outcomes: Sequence[Outcome]) -> int:
         """One ``UPDATE ... FROM (VALUES ...)`` for the whole batch; an outcome whose token is no
@@ -422,6 +682,8 @@ class DatabaseBroker(Broker):
         return lost
 
     def promote_due(self) -> int:
+        if self._quiet is not None and self._still_quiet() and time.monotonic() < self._quiet[2]:
+            return 0  # nothing is due yet, and nothing has been written since
         return Job.objects.filter(status=JobStatus.SCHEDULED, run_at__lte=DbNow()).update(
             status=JobStatus.QUEUED, version=F("version") + 1
         )
@@ -442,6 +704,10 @@ class DatabaseBroker(Broker):
         return recovered
 
     def close(self) -> None:
+        self._quiet = None
         if self._listener is not None:
             self._listener.close()
             self._listener = None
+        if self._watch is not None:
+            self._watch.close()
+            self._watch = None

@@ -200,8 +200,8 @@ def test_worker_rows_show_busy_workers(jobworker, tmp_path):
     assert worker.wait() == 0
 
 
-@pytest.mark.skipif(connection.vendor != "postgresql", reason="LISTEN/NOTIFY is PostgreSQL's")
 def test_idle_worker_wakes_on_notify_not_a_poll(jobworker, tmp_path):
+    """PostgreSQL: NOTIFY; SQLite: the write-ahead log, watched."""
     import time
 
     marker = tmp_path / "started"
@@ -232,7 +232,9 @@ def test_worker_survives_its_database_connections_being_cut(jobworker):
             )
             return cursor.fetchone()[0]
 
-    wait_until(lambda: others("AND query LIKE 'LISTEN%'"), message="the idle child to LISTEN")
+    # The idle child listens while it holds the listener's advisory lock.
+    wait_until(lambda: others("AND pid IN (SELECT pid FROM pg_locks WHERE locktype = 'advisory' "
+                              "AND granted)"), message="the idle child to LISTEN")
     with connection.cursor() as cursor:
         cursor.execute(
             "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "

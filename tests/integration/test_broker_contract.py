@@ -14,13 +14,12 @@ import time
 from datetime import timedelta
 
 import pytest
-from django.db import connection, connections, transaction
+from django.db import connections, transaction
 from django.utils import timezone
 
 from jobqueue import JobFailed, JobNotFound, JobResult
 from jobqueue.brokers import Broker, load_broker_class
 from jobqueue.brokers.base import Outcome
-from jobqueue.brokers.database import DatabaseBroker
 from jobqueue.conf import get_settings
 from jobqueue.consumer import Consumer
 from jobqueue.message import Lease, Message, new_job_id
@@ -577,8 +576,6 @@ def test_get_returns_once_another_thread_finishes_the_job(broker):
 
 
 def test_wait_returns_soon_after_an_enqueue_from_elsewhere(broker):
-    if isinstance(broker, DatabaseBroker) and connection.vendor != "postgresql":
-        pytest.skip("the database broker polls on SQLite; LISTEN/NOTIFY is PostgreSQL's")
 
     def send() -> None:
         mine = another_broker()
@@ -600,8 +597,6 @@ def test_wait_returns_soon_after_an_enqueue_from_elsewhere(broker):
 
 
 def test_wait_and_claim_hands_over_the_job_sent_meanwhile(broker):
-    if isinstance(broker, DatabaseBroker) and connection.vendor != "postgresql":
-        pytest.skip("the database broker polls on SQLite; LISTEN/NOTIFY is PostgreSQL's")
     assert broker.wait_and_claim(["default"], "w", 5, timeout=0.1) == []
     job = add.message((1, 1))
 
