@@ -34,7 +34,7 @@ from jobqueue import exceptions, registry
 from jobqueue.brokers.base import job_finished
 from jobqueue.conf import get_settings
 from jobqueue.exceptions import ConfigurationError, JobNotFound, UnknownTask
-from jobqueue.execution import call
+from jobqueue.execution import FRAMEWORK_ENVELOPE, call
 from jobqueue.framework import (
     SUCCESSFUL,
     BaseTaskBackend,
@@ -415,7 +415,7 @@ class JobQueueBackend(BaseTaskBackend):
 
 
 # -- helpers ------------------------------------------------------------------------------------
-SENT = "sent"  # the key of the arguments envelope holding what .using() set
+SENT = FRAMEWORK_ENVELOPE  # the key of the arguments envelope holding what .using() set
 
 
 def read_arguments(text: str) -> tuple[list[Any], dict[str, Any], dict[str, Any]]:
