@@ -107,6 +107,7 @@ class FrameworkJob(JobQueueJob):
         """Plain JSON only: jobqueue's tagged types (datetimes, model references...) are for
         ``@jobqueue.task``, so a message that carries one fails unread (no database lookup)."""
         args, kwargs, _ = read_arguments(message.arguments)
+        self.sent_as(message)  # what it was sent with must make a task the framework accepts
         return args, kwargs
 
     def sent_as(self, message: Message) -> Task:
@@ -124,7 +125,10 @@ class FrameworkJob(JobQueueJob):
         }
         if all(getattr(self.task, key) == value for key, value in changes.items()):
             return self.task
-        return dataclasses.replace(self.task, **changes)
+        try:  # the framework validates the task again: a forged message may not pass
+            return dataclasses.replace(self.task, **changes)
+        except InvalidTask as exc:
+            raise DecodeError(f"the job was sent as a task the framework refuses: {exc}") from None
 
     def backoff(self, message: Message) -> float:
         """The retry backoff of the backend the job was sent through, unless the task sets
@@ -343,9 +347,9 @@ class JobQueueBackend(BaseTaskBackend):
             )
         try:
             args, kwargs, _ = read_arguments(row.arguments)
+            task = job.sent_as(row.to_message())
         except DecodeError as exc:
             raise TaskResultDoesNotExist(f"{result_id}: unreadable arguments ({exc})") from exc
-        task = job.sent_as(row.to_message())
         status = STATUS[JobStatus(state.status)]
         finished = state.status in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELED)
         result: Any = TaskResult(

@@ -294,6 +294,35 @@ def test_a_forged_job_of_a_framework_task_with_tagged_arguments_fails_unread(
         tasks.record.get_result(forged.id)
 
 
+@pytest.mark.parametrize(
+    ("sent", "priority"),
+    [
+        ({"run_after": "2026-01-01T00:00:00"}, 0),  # naive: the framework refuses it
+        ({}, 1000),  # past the framework's -100..100
+    ],
+)
+def test_a_forged_job_the_framework_would_refuse_fails_unread(
+    workers, broker, tmp_path, sent, priority
+):
+    runs = tmp_path / "runs"
+    forged = Message(
+        task=tasks.record.module_path,
+        arguments=json_text({"args": [str(runs), 1], "kwargs": {}, "sent": sent}),
+        queue="default",
+        priority=priority,
+        max_retries=2,  # bad input stays bad: never retried
+    )
+    broker.enqueue([forged])
+    workers.drain()
+
+    assert lines(runs) == []
+    row = JobResult(forged.id).job
+    assert (row.status, row.attempts) == ("failed", 1)
+    assert row.error.startswith("jobqueue.serialization.DecodeError: ")
+    with pytest.raises(framework.TaskResultDoesNotExist, match="unreadable arguments"):
+        tasks.record.get_result(forged.id)
+
+
 # -- context and retries --------------------------------------------------------------------------
 def test_a_task_that_takes_context_gets_its_result_and_attempt(workers, tmp_path):
     result = tasks.get_context.enqueue(str(tmp_path / "runs"))
