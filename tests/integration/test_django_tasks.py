@@ -20,7 +20,7 @@ from django.utils import timezone
 
 framework = pytest.importorskip("jobqueue.framework", exc_type=ImproperlyConfigured)
 
-from jobqueue import JobResult  # noqa: E402
+from jobqueue import JobResult, exceptions  # noqa: E402
 from jobqueue.backend import JobQueueBackend  # noqa: E402
 from jobqueue.conf import get_settings  # noqa: E402
 from jobqueue.message import Message  # noqa: E402
@@ -617,6 +617,23 @@ def test_task_finished_is_sent_for_a_timeout_the_supervisor_records(workers, tmp
     assert finished_[4:] == [str(FAILED), "-", "1", "1"]
     assert result.status == FAILED
     assert result.errors[0].exception_class is TimeoutError
+
+
+def test_task_finished_is_sent_for_a_canceled_task(broker):
+    """A cancel is a task's end too (FAILED, with a JobCanceled error): sent by the process
+    that canceled it, once stored."""
+    seen = []
+
+    def receiver(sender, task_result, **kwargs):
+        seen.append((task_result.id, task_result.status, task_result.errors[-1].exception_class))
+
+    framework.task_finished.connect(receiver)
+    try:
+        result = tasks.noop_task.enqueue()
+        assert JobResult(result.id).cancel()
+    finally:
+        framework.task_finished.disconnect(receiver)
+    assert seen == [(result.id, FAILED, exceptions.JobCanceled)]
 
 
 def test_a_signal_receiver_that_raises_never_fails_the_task(workers, tmp_path):

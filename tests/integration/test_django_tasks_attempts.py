@@ -157,6 +157,23 @@ def test_a_run_recovered_for_the_last_time_fails_and_is_announced(broker, announ
     assert announced == [(job.id, add.name, "failed", "failed")]
 
 
+@pytest.mark.parametrize("running", [False, True])
+def test_a_cancel_is_announced_once_it_is_stored(broker, announced, running):
+    """A canceled job has finished for good too (a running one is then killed, and whatever
+    its worker tells the broker after is refused, so the cancel is its only end)."""
+    job = add.delay(1, 1)
+    if running:
+        message = claim(broker, "w1")
+    assert job.cancel()
+    assert not job.cancel()
+    if running:
+        assert broker.release("w1", [message.lease], lost="canceled") == 0
+    assert [(job_id, status, held) for job_id, _, status, held in announced] == [
+        (job.id, "canceled", "canceled")
+    ]
+    assert announced[0][1] in (add.name, "")  # "": the broker does not know it
+
+
 def test_a_requeue_starts_afresh_and_a_purge_takes_the_attempts(broker):
     job = add.delay(1, 1)
     message = claim(broker, "w1")

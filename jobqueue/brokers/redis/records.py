@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 import redis
 from django.utils import timezone
 
+from jobqueue.brokers.base import announce
 from jobqueue.brokers.redis import codec, results
 from jobqueue.brokers.redis.client import text
 from jobqueue.conf import get_settings
@@ -40,6 +41,8 @@ def cancel(broker: RedisBroker, job_id: str) -> bool:
         "ended_at": timezone.now().isoformat(),
     }
     canceled = bool(broker.run("CANCEL", job_id, results.ttl(), json.dumps(done), int(in_outbox)))
+    if canceled:  # the task's name is read by receivers that need it (from the Job table)
+        announce(type(broker), [(job_id, "", JobStatus.CANCELED)], broker.db_alias())
     if canceled and in_outbox:
         Outbox.objects.filter(job_id=job_id).delete()
         if not get_settings().TRACKING:
