@@ -145,6 +145,7 @@ class FrameworkJob(JobQueueJob):
         for the outcome to be stored (``finished``)."""
         task = self.sent_as(message)
         now = timezone.now()
+        errors, workers = past_attempts(message)
         result: Any = TaskResult(
             task=task,
             id=message.id,
@@ -156,8 +157,8 @@ class FrameworkJob(JobQueueJob):
             args=args,
             kwargs=kwargs,
             backend=task.backend,
-            errors=[],
-            worker_ids=[""] * (message.attempts - 1) + [worker_id()],
+            errors=errors,
+            worker_ids=[*workers, worker_id()],
         )
         self.runs.pop(message.id, None)
         if len(self.runs) >= KEPT:  # outcomes refused, or retried: never finished here
@@ -570,6 +571,18 @@ def history(
         for n in range(1, attempts + 1)
     ]
     return errors, workers
+
+
+def past_attempts(message: Message) -> tuple[list[TaskError], list[str]]:
+    """``errors`` and ``worker_ids`` of the attempts before ``message``'s, as ``get_result``
+    reads them, for the result a retry's ``task_started`` and context see: nothing to read for
+    a first attempt."""
+    if message.attempts <= 1:
+        return [], []
+    from jobqueue.brokers import get_broker
+
+    get_broker().sync()  # the Redis broker's table may not hold the last failure yet
+    return history(message.id, message.attempts - 1, JobStatus.QUEUED, "", lambda: ("", ""))
 
 
 def _on_job_finished(sender: type, job_id: str, task: str, status: str, **kwargs: Any) -> None:

@@ -338,6 +338,18 @@ def test_a_task_that_takes_context_gets_its_result_and_attempt(workers, tmp_path
     assert lines(tmp_path / "runs") == ["attempt 1"]
 
 
+def test_a_retrys_context_names_the_failed_attempts_before_it(workers):
+    result = tasks.sees_its_past_attempts.enqueue()
+    workers.drain()
+    result.refresh()
+
+    assert result.status == SUCCESSFUL
+    seen = result.return_value
+    assert seen["errors"] == ["builtins.RuntimeError"]  # as get_result says: not []
+    assert seen["workers"] == result.worker_ids  # the first attempt's too, not ""
+    assert_real_workers(result)
+
+
 def test_a_task_sent_through_another_backend_runs_with_that_backends_options(workers, tmp_path):
     runs = tmp_path / "runs"
     result = tasks.fails_every_time.using(backend="retrying").enqueue(str(runs))
