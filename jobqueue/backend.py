@@ -587,11 +587,9 @@ def past_attempts(message: Message) -> tuple[list[TaskError], list[str]]:
 
 def _on_job_finished(sender: type, job_id: str, task: str, status: str, **kwargs: Any) -> None:
     """jobqueue's ``job_finished``: a job of a framework task sends ``task_finished``."""
-    if not task:  # a lost run or a cancel: the broker knew only its id
-        from jobqueue.brokers import get_broker
+    if not task:  # the broker knew only its id
         from jobqueue.models import Job
 
-        get_broker().sync()  # the Redis broker's table may not have the job yet
         task = Job.objects.filter(id=job_id).values_list("task", flat=True).first() or ""
     try:
         job = registry.get_task(task)

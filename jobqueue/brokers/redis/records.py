@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import redis
 from django.utils import timezone
 
-from jobqueue.brokers.base import announce
+from jobqueue.brokers.base import announce, announcing
 from jobqueue.brokers.redis import codec, results
 from jobqueue.brokers.redis.client import text
 from jobqueue.conf import get_settings
@@ -41,12 +41,14 @@ def cancel(broker: RedisBroker, job_id: str) -> bool:
         "ended_at": timezone.now().isoformat(),
     }
     canceled = bool(broker.run("CANCEL", job_id, results.ttl(), json.dumps(done), int(in_outbox)))
-    if canceled:  # the task's name is read by receivers that need it (from the Job table)
-        announce(type(broker), [(job_id, "", JobStatus.CANCELED)], broker.db_alias())
     if canceled and in_outbox:
         Outbox.objects.filter(job_id=job_id).delete()
         if not get_settings().TRACKING:
             Job.objects.filter(id=job_id).delete()  # untracked: no record to keep
+    if canceled and announcing(type(broker)):  # named as the table knows it, once up to date
+        broker.sync()
+        task = Job.objects.filter(id=job_id).values_list("task", flat=True).first() or ""
+        announce(type(broker), [(job_id, task, JobStatus.CANCELED)], broker.db_alias())
     return canceled
 
 
