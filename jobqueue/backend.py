@@ -34,7 +34,7 @@ from jobqueue import exceptions, registry
 from jobqueue.brokers.base import job_finished
 from jobqueue.conf import get_settings
 from jobqueue.exceptions import ConfigurationError, JobNotFound, UnknownTask
-from jobqueue.execution import call
+from jobqueue.execution import FRAMEWORK_ENVELOPE, call
 from jobqueue.framework import (
     SUCCESSFUL,
     BaseTaskBackend,
@@ -107,6 +107,7 @@ class FrameworkJob(JobQueueJob):
         """Plain JSON only: jobqueue's tagged types (datetimes, model references...) are for
         ``@jobqueue.task``, so a message that carries one fails unread (no database lookup)."""
         args, kwargs, _ = read_arguments(message.arguments)
+        self.sent_as(message)  # what it was sent with must make a task the framework accepts
         return args, kwargs
 
     def sent_as(self, message: Message) -> Task:
@@ -124,7 +125,10 @@ class FrameworkJob(JobQueueJob):
         }
         if all(getattr(self.task, key) == value for key, value in changes.items()):
             return self.task
-        return dataclasses.replace(self.task, **changes)
+        try:  # the framework validates the task again: a forged message may not pass
+            return dataclasses.replace(self.task, **changes)
+        except InvalidTask as exc:
+            raise DecodeError(f"the job was sent as a task the framework refuses: {exc}") from None
 
     def backoff(self, message: Message) -> float:
         """The retry backoff of the backend the job was sent through, unless the task sets
@@ -141,6 +145,7 @@ class FrameworkJob(JobQueueJob):
         for the outcome to be stored (``finished``)."""
         task = self.sent_as(message)
         now = timezone.now()
+        errors, workers = past_attempts(message)
         result: Any = TaskResult(
             task=task,
             id=message.id,
@@ -152,8 +157,8 @@ class FrameworkJob(JobQueueJob):
             args=args,
             kwargs=kwargs,
             backend=task.backend,
-            errors=[],
-            worker_ids=[""] * (message.attempts - 1) + [worker_id()],
+            errors=errors,
+            worker_ids=[*workers, worker_id()],
         )
         self.runs.pop(message.id, None)
         if len(self.runs) >= KEPT:  # outcomes refused, or retried: never finished here
@@ -343,9 +348,9 @@ class JobQueueBackend(BaseTaskBackend):
             )
         try:
             args, kwargs, _ = read_arguments(row.arguments)
+            task = job.sent_as(row.to_message())
         except DecodeError as exc:
             raise TaskResultDoesNotExist(f"{result_id}: unreadable arguments ({exc})") from exc
-        task = job.sent_as(row.to_message())
         status = STATUS[JobStatus(state.status)]
         finished = state.status in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELED)
         result: Any = TaskResult(
@@ -415,7 +420,7 @@ class JobQueueBackend(BaseTaskBackend):
 
 
 # -- helpers ------------------------------------------------------------------------------------
-SENT = "sent"  # the key of the arguments envelope holding what .using() set
+SENT = FRAMEWORK_ENVELOPE  # the key of the arguments envelope holding what .using() set
 
 
 def read_arguments(text: str) -> tuple[list[Any], dict[str, Any], dict[str, Any]]:
@@ -568,9 +573,21 @@ def history(
     return errors, workers
 
 
+def past_attempts(message: Message) -> tuple[list[TaskError], list[str]]:
+    """``errors`` and ``worker_ids`` of the attempts before ``message``'s, as ``get_result``
+    reads them, for the result a retry's ``task_started`` and context see: nothing to read for
+    a first attempt."""
+    if message.attempts <= 1:
+        return [], []
+    from jobqueue.brokers import get_broker
+
+    get_broker().sync()  # the Redis broker's table may not hold the last failure yet
+    return history(message.id, message.attempts - 1, JobStatus.QUEUED, "", lambda: ("", ""))
+
+
 def _on_job_finished(sender: type, job_id: str, task: str, status: str, **kwargs: Any) -> None:
     """jobqueue's ``job_finished``: a job of a framework task sends ``task_finished``."""
-    if not task:  # a lost run: the broker knew only its id
+    if not task:  # the broker knew only its id
         from jobqueue.models import Job
 
         task = Job.objects.filter(id=job_id).values_list("task", flat=True).first() or ""

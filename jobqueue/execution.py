@@ -27,11 +27,17 @@ from jobqueue.states import JobStatus
 logger = logging.getLogger(__name__)
 
 
+#: The key of what a job sent through Django's tasks framework adds to its arguments (what
+#: ``.using()`` set): ignored here, so a task moved from ``@django.tasks.task`` to
+#: ``@jobqueue.task`` still runs the jobs queued before the move.
+FRAMEWORK_ENVELOPE = "sent"
+
+
 def decode_arguments(text: str) -> tuple[list[Any], dict[str, Any]]:
     payload = loads(text)
     if (
         not isinstance(payload, dict)
-        or set(payload) != {"args", "kwargs"}
+        or not {"args", "kwargs"} <= set(payload) <= {"args", "kwargs", FRAMEWORK_ENVELOPE}
         or not isinstance(payload["args"], list)
         or not isinstance(payload["kwargs"], dict)
     ):

@@ -29,12 +29,12 @@ from jobqueue.states import FINISHED, WAITING, JobStatus
 
 logger = logging.getLogger(__name__)
 
-#: Sent once a job's final outcome (succeeded, or failed for good) is stored, by the process that
-#: stored it: a worker child for what its tasks did, its supervisor for a timeout or a child that
-#: died, whoever recovers a lost run; never before the outcome is readable, and never for an
-#: outcome the broker refused. Arguments: ``job_id``, ``task`` (its name; "" where the broker
-#: does not know it) and ``status``; the sender is the broker's class (the Job model in EAGER
-#: mode). A receiver that raises is logged.
+#: Sent once a job's final outcome (succeeded, failed for good, or canceled) is stored, by the
+#: process that stored it: a worker child for what its tasks did, its supervisor for a timeout or
+#: a child that died, whoever recovers a lost run, whoever cancels the job; never before the
+#: outcome is readable, and never for an outcome the broker refused. Arguments: ``job_id``,
+#: ``task`` (its name; "" where the broker does not know it) and ``status``; the sender is the
+#: broker's class (the Job model in EAGER mode). A receiver that raises is logged.
 job_finished = Signal()
 
 
@@ -250,7 +250,7 @@ class Broker(ABC):
     def cancel(self, job_id: str) -> bool:
         """Cancel a job that has not finished; a running one is stopped by its supervisor."""
         job = _job_model()
-        return bool(
+        canceled = bool(
             job.objects.filter(id=job_id, status__in=(*WAITING, JobStatus.STARTED)).update(
                 status=JobStatus.CANCELED,
                 ended_at=Now(),
@@ -258,6 +258,10 @@ class Broker(ABC):
                 version=F("version") + 1,
             )
         )
+        if canceled and announcing(type(self)):
+            task = job.objects.filter(id=job_id).values_list("task", flat=True).first() or ""
+            announce(type(self), [(job_id, task, JobStatus.CANCELED)], self.db_alias())
+        return canceled
 
     def requeue(self, job_ids: Sequence[str] | None = None) -> int:
         """Put failed or canceled jobs (all of them, or ``job_ids``) back in their queues."""

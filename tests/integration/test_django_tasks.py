@@ -20,7 +20,7 @@ from django.utils import timezone
 
 framework = pytest.importorskip("jobqueue.framework", exc_type=ImproperlyConfigured)
 
-from jobqueue import JobResult  # noqa: E402
+from jobqueue import JobResult, exceptions  # noqa: E402
 from jobqueue.backend import JobQueueBackend  # noqa: E402
 from jobqueue.conf import get_settings  # noqa: E402
 from jobqueue.message import Message  # noqa: E402
@@ -294,6 +294,35 @@ def test_a_forged_job_of_a_framework_task_with_tagged_arguments_fails_unread(
         tasks.record.get_result(forged.id)
 
 
+@pytest.mark.parametrize(
+    ("sent", "priority"),
+    [
+        ({"run_after": "2026-01-01T00:00:00"}, 0),  # naive: the framework refuses it
+        ({}, 1000),  # past the framework's -100..100
+    ],
+)
+def test_a_forged_job_the_framework_would_refuse_fails_unread(
+    workers, broker, tmp_path, sent, priority
+):
+    runs = tmp_path / "runs"
+    forged = Message(
+        task=tasks.record.module_path,
+        arguments=json_text({"args": [str(runs), 1], "kwargs": {}, "sent": sent}),
+        queue="default",
+        priority=priority,
+        max_retries=2,  # bad input stays bad: never retried
+    )
+    broker.enqueue([forged])
+    workers.drain()
+
+    assert lines(runs) == []
+    row = JobResult(forged.id).job
+    assert (row.status, row.attempts) == ("failed", 1)
+    assert row.error.startswith("jobqueue.serialization.DecodeError: ")
+    with pytest.raises(framework.TaskResultDoesNotExist, match="unreadable arguments"):
+        tasks.record.get_result(forged.id)
+
+
 # -- context and retries --------------------------------------------------------------------------
 def test_a_task_that_takes_context_gets_its_result_and_attempt(workers, tmp_path):
     result = tasks.get_context.enqueue(str(tmp_path / "runs"))
@@ -307,6 +336,18 @@ def test_a_task_that_takes_context_gets_its_result_and_attempt(workers, tmp_path
     assert seen["worker_ids"] == result.worker_ids
     assert seen["queue"] == "default"
     assert lines(tmp_path / "runs") == ["attempt 1"]
+
+
+def test_a_retrys_context_names_the_failed_attempts_before_it(workers):
+    result = tasks.sees_its_past_attempts.enqueue()
+    workers.drain()
+    result.refresh()
+
+    assert result.status == SUCCESSFUL
+    seen = result.return_value
+    assert seen["errors"] == ["builtins.RuntimeError"]  # as get_result says: not []
+    assert seen["workers"] == result.worker_ids  # the first attempt's too, not ""
+    assert_real_workers(result)
 
 
 def test_a_task_sent_through_another_backend_runs_with_that_backends_options(workers, tmp_path):
@@ -588,6 +629,23 @@ def test_task_finished_is_sent_for_a_timeout_the_supervisor_records(workers, tmp
     assert finished_[4:] == [str(FAILED), "-", "1", "1"]
     assert result.status == FAILED
     assert result.errors[0].exception_class is TimeoutError
+
+
+def test_task_finished_is_sent_for_a_canceled_task(broker):
+    """A cancel is a task's end too (FAILED, with a JobCanceled error): sent by the process
+    that canceled it, once stored."""
+    seen = []
+
+    def receiver(sender, task_result, **kwargs):
+        seen.append((task_result.id, task_result.status, task_result.errors[-1].exception_class))
+
+    framework.task_finished.connect(receiver)
+    try:
+        result = tasks.noop_task.enqueue()
+        assert JobResult(result.id).cancel()
+    finally:
+        framework.task_finished.disconnect(receiver)
+    assert seen == [(result.id, FAILED, exceptions.JobCanceled)]
 
 
 def test_a_signal_receiver_that_raises_never_fails_the_task(workers, tmp_path):

@@ -101,7 +101,7 @@ def test_a_stale_token_records_nothing(broker, announced):
     assert job.cancel()
     assert broker.finish("w1", [ended(message, JobStatus.FAILED, error="E: x")]) == 0
     assert attempts(broker, job.id) == []
-    assert announced == []
+    assert [status for _, _, status, _ in announced] == ["canceled"]  # the cancel, not the run
 
 
 def test_lost_runs_are_recorded_as_worker_lost(broker, announced):
@@ -155,6 +155,20 @@ def test_a_run_recovered_for_the_last_time_fails_and_is_announced(broker, announ
         "WorkerLost: its worker process died (its worker stopped renewing its lease) on attempt 2"
     )
     assert announced == [(job.id, add.name, "failed", "failed")]
+
+
+@pytest.mark.parametrize("running", [False, True])
+def test_a_cancel_is_announced_once_it_is_stored(broker, announced, running):
+    """A canceled job has finished for good too (a running one is then killed, and whatever
+    its worker tells the broker after is refused, so the cancel is its only end)."""
+    job = add.delay(1, 1)
+    if running:
+        message = claim(broker, "w1")
+    assert job.cancel()
+    assert not job.cancel()
+    if running:
+        assert broker.release("w1", [message.lease], lost="canceled") == 0
+    assert announced == [(job.id, add.name, "canceled", "canceled")]
 
 
 def test_a_requeue_starts_afresh_and_a_purge_takes_the_attempts(broker):

@@ -155,6 +155,16 @@ def test_arguments_must_fit_the_signature():
     assert no_job_written()
 
 
+def test_a_job_queued_through_the_framework_runs_after_its_task_moves_to_jobqueues_task():
+    """The README's promise: the task keeps its name, so a job queued before the move (with
+    the framework's envelope of what .using() set) is read by the @jobqueue.task after it."""
+    from tests.testapp.tasks import add
+
+    sent = tasks.echo.using(run_after=timezone.now() + timedelta(hours=1)).enqueue([1, {"two": 2}])
+    queued = Job.objects.get(id=sent.id).to_message()
+    assert add.decode(queued) == ([[1, {"two": 2}]], {})
+
+
 def test_json_values_are_normalized_as_the_framework_does():
     result = tasks.echo.enqueue((1, (2, 3)))
     assert result.args == [[1, [2, 3]]]

@@ -77,6 +77,15 @@ def record(path, value):
     return value
 
 
+@task(takes_context=True, max_retries=1, retry_backoff=0)
+def sees_its_past_attempts(context):
+    """Fails its first attempt; the second returns what its context says of the first."""
+    if context.attempt == 1:
+        raise RuntimeError("the first attempt fails")
+    seen = context.task_result
+    return {"errors": [e.exception_class_path for e in seen.errors], "workers": seen.worker_ids}
+
+
 @task(takes_context=True)
 def get_context(context, path):
     log(path, f"attempt {context.attempt}")

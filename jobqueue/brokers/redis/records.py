@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 import redis
 from django.utils import timezone
 
+from jobqueue.brokers.base import announce, announcing
 from jobqueue.brokers.redis import codec, results
 from jobqueue.brokers.redis.client import text
 from jobqueue.conf import get_settings
@@ -44,6 +45,10 @@ def cancel(broker: RedisBroker, job_id: str) -> bool:
         Outbox.objects.filter(job_id=job_id).delete()
         if not get_settings().TRACKING:
             Job.objects.filter(id=job_id).delete()  # untracked: no record to keep
+    if canceled and announcing(type(broker)):  # named as the table knows it, once up to date
+        broker.sync()
+        task = Job.objects.filter(id=job_id).values_list("task", flat=True).first() or ""
+        announce(type(broker), [(job_id, task, JobStatus.CANCELED)], broker.db_alias())
     return canceled
 
 
