@@ -119,10 +119,12 @@ class Upkeep(threading.Thread):
             self.waiting = None
 
     def connection(self) -> Any:
-        """The thread's own connection for its waits (the blocking client's timeout covers
-        them), and its client id, which a stop names to end the wait."""
+        """The thread's own connection for its waits (its socket timeout covers ``WAIT`` and no
+        more: a Redis that stops answering holds a stop no longer than a command would), and its
+        client id, which a stop names to end the wait."""
         if self.conn is None:
-            conn = self.broker.transport.blocking.connection_pool.make_connection()
+            conn = self.broker.transport.client.connection_pool.make_connection()
+            conn.socket_timeout = (conn.socket_timeout or 0) + WAIT
             conn.send_command("CLIENT", "ID")
             self.client_id = int(conn.read_response())
             self.conn = conn
@@ -133,16 +135,18 @@ class Upkeep(threading.Thread):
             self.conn.disconnect()
             self.conn = None
 
-    def unblock(self) -> None:
-        """End the thread's wait on the stream, if it waits (a Redis that refuses it: the wait
-        ends by itself within ``WAIT`` seconds)."""
+    def unblock(self) -> bool:
+        """End the thread's wait on the stream, if it waits; False if Redis refused or did not
+        answer (the wait then ends by itself within ``WAIT`` seconds)."""
         client_id = self.waiting
         if client_id is None:
-            return
+            return True
         try:
             self.broker.transport.client.client_unblock(client_id)
         except redis.RedisError as exc:
             logger.debug("state=upkeep-unblock-failed error=%s", exc)
+            return False
+        return True
 
     def stop(self) -> bool:
         """Stop the thread; False if it is still running after ``STOP_WAIT`` seconds (logged), or
@@ -152,9 +156,11 @@ class Upkeep(threading.Thread):
         asked = self.stopping.is_set()
         self.stopping.set()
         deadline = time.monotonic() + (0 if asked else STOP_WAIT)
+        unblocking = True
         while True:
-            self.unblock()
-            self.join(max(0.0, min(UNBLOCK_EVERY, deadline - time.monotonic())))
+            unblocking = unblocking and self.unblock()  # a Redis away is not asked again
+            step = UNBLOCK_EVERY if unblocking else STOP_WAIT
+            self.join(max(0.0, min(step, deadline - time.monotonic())))
             if not self.is_alive() or time.monotonic() >= deadline:
                 break
         if self.is_alive():
