@@ -314,6 +314,44 @@ def test_a_fork_waits_while_the_upkeep_thread_has_not_stopped(broker, monkeypatc
         wait_until(stopped, message="the thread to stop (its lock wait ends)")
 
 
+def upkeep_waiting(broker: RedisBroker):
+    """The broker's upkeep thread, once it waits on the events stream (caught up)."""
+    broker.tick()
+    thread = broker._upkeep
+    wait_until(lambda: thread.waiting is not None, message="the thread to wait on the stream")
+    return thread
+
+
+def test_an_idle_upkeep_thread_records_a_new_event_at_once(broker, monkeypatch):
+    from jobqueue.brokers.redis import upkeep
+
+    monkeypatch.setattr(upkeep, "WAIT", 60.0)  # its fallback round would come far too late
+    try:
+        upkeep_waiting(broker)
+        m = message(1, 2)
+        broker.enqueue([m])
+        wait_until(lambda: Job.objects.filter(id=m.id).exists(), timeout=10,
+                   message="the new job's row, recorded by the woken thread")
+        got = broker.claim(["default"], "w", 1)
+        broker.finish("w", [done(got[0])])
+        wait_until(lambda: Job.objects.get(id=m.id).status == "succeeded", timeout=10,
+                   message="the outcome, recorded by the woken thread")
+    finally:
+        broker.close()
+
+
+def test_a_stop_ends_the_upkeep_threads_wait_on_the_stream(broker, monkeypatch):
+    from jobqueue.brokers.redis import upkeep
+
+    monkeypatch.setattr(upkeep, "WAIT", 60.0)
+    thread = upkeep_waiting(broker)
+    start = time.monotonic()
+    broker.close()
+    assert time.monotonic() - start < 10  # not the 60 s of its wait
+    assert not thread.is_alive()
+    assert broker.ready_to_fork()
+
+
 # -- a forged outcome, a stale entry, a purge under producers ------------------------------------
 def test_a_forged_outcome_leaves_the_other_jobs_requeued(broker, redis_server, caplog):
     client = redis_server.client()

@@ -18,8 +18,10 @@ and only under the tracker's lock (a token per holder, extended and freed by its
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+import os
 import time
 import uuid
 from collections.abc import Iterable
@@ -28,6 +30,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import redis
+from django.conf import settings
 
 from jobqueue.brokers.redis import codec
 from jobqueue.brokers.redis.client import text
@@ -81,6 +84,7 @@ class Event:
     job_id: str
     version: int
     data: dict[str, str] = field(default_factory=dict)
+    payload: dict[str, Any] | None = None  # the outcome ``data["p"]`` holds, read already
 
 
 def parse(entry: dict[str, str]) -> list[Event]:
@@ -119,18 +123,20 @@ def parse(entry: dict[str, str]) -> list[Event]:
         job_id, status, attempts, tail = rest.split("|", 3)
         worker, number = tail.rsplit("|", 1)
         data = {"status": status, "attempts": counted(attempts), "worker": worker}
-        data.update(p=checked_payload(entry["p"]), b=entry["b"])
-        return [Event("f", job_id, version(number), data)]
+        payload = checked_outcome(entry["p"])
+        data.update(p=entry["p"], b=entry["b"])
+        return [Event("f", job_id, version(number), data, payload)]
     if kind in ("q", "c"):
         job_id, attempts, number = rest.split("|")
         data = {"attempts": counted(attempts), "b": entry.get("b", "")}
-        data["p"] = checked_payload(entry["p"]) if kind == "c" else ""
+        outcome_read = checked_outcome(entry["p"]) if kind == "c" else None
+        data["p"] = entry["p"] if kind == "c" else ""
         data["error"] = entry.get("e", "")
         data["lost"] = entry.get("w", "")
         if data["lost"]:  # started ms|ended ms|worker, of a lost run
             started, ended, _ = data["lost"].split("|", 2)
             from_ms(started), from_ms(ended)
-        return [Event(kind, job_id, version(number), data)]
+        return [Event(kind, job_id, version(number), data, outcome_read)]
     if kind == "r":
         job_id, number, now = rest.split("|")
         from_ms(now)
@@ -138,9 +144,9 @@ def parse(entry: dict[str, str]) -> list[Event]:
     raise ValueError(f"unknown kind {kind!r}")
 
 
-def checked_payload(text: str) -> str:
-    """An outcome's JSON, checked as ``outcome`` reads it: an object; its texts text or null;
-    its times ISO texts or milliseconds within Python's range."""
+def checked_outcome(text: str) -> dict[str, Any]:
+    """An outcome's JSON, read and checked as ``outcome`` reads it: an object; its texts text or
+    null; its times ISO texts or milliseconds within Python's range."""
     data = json.loads(text)
     if not isinstance(data, dict):
         raise ValueError("the outcome is not a JSON object")
@@ -156,7 +162,14 @@ def checked_payload(text: str) -> str:
         moment(data, key)  # ValueError if an ISO time does not parse
     if not isinstance(data.get("status"), str):
         raise ValueError("the outcome has no status")
-    return text
+    return data
+
+
+def read_outcome(event: Event) -> dict[str, Any]:
+    """The event's outcome, read once (by ``parse``) or now."""
+    if event.payload is None:
+        event.payload = json.loads(event.data["p"])
+    return event.payload
 
 
 def outcome(payload: dict[str, Any]) -> Row:
@@ -180,7 +193,7 @@ def failed_attempt(event: Event) -> Row | None:
     if not data.get("attempts") or int(data["attempts"]) < 1:
         return None
     if event.kind == "f" and data["status"] in FAILURES:
-        payload = json.loads(data["p"])
+        payload = read_outcome(event)
         return {
             "number": int(data["attempts"]),
             "worker": data["worker"],
@@ -209,10 +222,25 @@ HISTORY = frozenset("fqrx")  # the kinds of events that may change the attempts 
 class Tracker:
     """Folds a batch of events into whole rows and column patches, and writes them."""
 
+    VERIFIED = 20_000  # bodies remembered as verified (a job sent, then finished, is seen twice)
+
+    def __init__(self) -> None:
+        # Keyed digests of (job, body) verified under ``keys``: a job's signature is checked once,
+        # not once per event that carries its body. The key is this process's own, so no body
+        # written to Redis can be made to match another's digest.
+        self.verified: set[bytes] = set()
+        self.keys: tuple[Any, ...] = ()
+        self.digest_key = os.urandom(16)
+
     def record(self, job_id: str, body: str, version: int, **columns: Any) -> Row:
         """A whole row made from a signed body; one that does not verify is a failure whose
         body is not kept (nothing can send it again)."""
-        message = codec.decode(job_id, body)
+        digest = self.digest(job_id, body)
+        message = codec.decode(job_id, body, trusted=digest in self.verified)
+        if not message.rejected:
+            if len(self.verified) >= self.VERIFIED:
+                self.verified.clear()
+            self.verified.add(digest)
         row = job_model().values_from_message(message)
         del row["id"]
         row.update(columns, version=version, body=body, resent=0)
@@ -225,6 +253,15 @@ class Tracker:
                 ended_at=row.get("ended_at") or datetime.now(UTC),
             )
         return row
+
+    def digest(self, job_id: str, body: str) -> bytes:
+        keys = (settings.SECRET_KEY, *getattr(settings, "SECRET_KEY_FALLBACKS", []))
+        if keys != self.keys:  # verified under other keys: verify again
+            self.verified.clear()
+            self.keys = keys
+        mac = hashlib.blake2b(key=self.digest_key, digest_size=16)
+        mac.update(f"{job_id}|{body}".encode())
+        return mac.digest()
 
     def apply(self, events: Iterable[Event], history: Iterable[Event] = ()) -> int:
         """Fold ``events`` into rows, and ``history`` (every event of the batch, those a later
@@ -273,7 +310,7 @@ class Tracker:
                 row["run_at"] = from_ms(data["now"])
             else:
                 if row["body"]:  # verified: a rejected body stays recorded as such
-                    row.update(outcome(json.loads(data["p"])), status=data["status"])
+                    row.update(outcome(read_outcome(event)), status=data["status"])
                 row.update(attempts=int(data["attempts"]), worker=data["worker"])
             changes.whole(job_id, row)
         elif event.kind == "s":
@@ -293,7 +330,7 @@ class Tracker:
                 columns["attempts"] = int(data["attempts"])
             changes.change(job_id, version, columns)
         elif event.kind == "c":
-            columns = outcome(json.loads(data["p"]))
+            columns = outcome(read_outcome(event))
             if data.get("attempts"):
                 columns["attempts"] = int(data["attempts"])
             if job_id not in changes.rows and data.get("b"):
