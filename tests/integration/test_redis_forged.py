@@ -17,7 +17,7 @@ import pytest
 from django.test import override_settings
 
 from jobqueue.brokers import get_broker
-from jobqueue.brokers.redis import codec
+from jobqueue.brokers.redis import RedisBroker, codec
 from jobqueue.exceptions import BrokerError
 from jobqueue.message import Lease
 from jobqueue.models import Job
