@@ -10,6 +10,7 @@ from django.contrib import admin, messages
 from django.contrib.admin.utils import flatten_fieldsets
 from django.contrib.auth import get_permission_codename
 from django.db.models import QuerySet
+from django.forms.models import BaseInlineFormSet
 from django.http import HttpRequest
 from django.urls import reverse
 from django.utils import timezone
@@ -89,10 +90,19 @@ class ResentFilter(admin.SimpleListFilter):
         return queryset.filter(resent__gt=0) if self.value() == "yes" else queryset
 
 
+class CurrentAttempts(BaseInlineFormSet):
+    """The attempts of the job's current run only: on the Redis broker a requeued job's older
+    attempts stay until tracking forgets them, and must not show meanwhile."""
+
+    def get_queryset(self) -> QuerySet[JobAttempt]:
+        return super().get_queryset().filter(number__lte=self.instance.attempts)
+
+
 class AttemptInline(admin.TabularInline):
     """The job's failed attempts, each with its worker and error; read-only, like the job."""
 
     model = JobAttempt
+    formset = CurrentAttempts
     verbose_name = "failed attempt"
     fields = ("number", "worker", "started_at", "ended_at", "error", "traceback_display")
     readonly_fields = fields

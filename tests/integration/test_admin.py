@@ -232,6 +232,20 @@ def test_detail_shows_pretty_arguments_result_and_traceback(admin_client: Client
     assert 'class="jobqueue-status jobqueue-status-failed"' in content
 
 
+def test_detail_lists_only_the_failed_attempts_of_the_current_run(admin_client: Client) -> None:
+    from jobqueue.models import JobAttempt
+
+    job = make_job(JobStatus.STARTED)  # attempt 1 of a run that was requeued after 2 failures
+    for number in (1, 2):  # the old run's attempts, which tracking has not forgotten yet
+        JobAttempt.objects.create(
+            job=job, number=number, version=number, worker=f"old.{number}/1",
+            error=f"ValueError: old {number}", ended_at=timezone.now(),
+        )
+    content = admin_client.get(reverse("admin:jobqueue_job_change", args=[job.id])).content
+    assert b"old.1/1" in content
+    assert b"old.2/1" not in content
+
+
 def test_detail_is_read_only(admin_client: Client) -> None:
     job = make_job(JobStatus.FAILED)
     url = reverse("admin:jobqueue_job_change", args=[job.id])
